@@ -1,0 +1,13 @@
+"""Model adapters: the smallest replacement that makes a DiT family's position encoding follow DyPE.
+
+One file per family; each registers itself by model class (looked up along the MRO) and, where a whole
+family shares one position-encoding module, by a detector on the model. Register your own with
+:func:`register_adapter` (see docs/adapters.md).
+"""
+
+from __future__ import annotations
+
+from .base import Adapter, StepContext, find_adapter, register_adapter, registered_adapters
+from . import flux  # noqa: F401  (registers the FLUX family)
+
+__all__ = ["Adapter", "StepContext", "find_adapter", "register_adapter", "registered_adapters"]

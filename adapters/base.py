@@ -1,0 +1,233 @@
+"""What every adapter shares: the registry, the per-call step context and the model hooks that fill it.
+
+The diffusion time and the global grid size reach the position encoding through a :class:`StepContext`
+that a forward pre-hook on the top-level model fills at the start of each call and a forward hook clears at
+its end. The pre-hook runs before any wrapper that diffusers' context parallelism installs on `forward`, so
+it sees the full, unsplit position ids: every shard's scale is the global one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from dype_rope.config import DyPEConfig
+from dype_rope.rope import RopePlan, build_plan, freq_dtype
+
+_BY_CLASS: dict[type, type["Adapter"]] = {}
+_DETECTORS: list[type["Adapter"]] = []
+_BY_MODULE: dict[type, type["Adapter"]] = {}
+
+
+def register_adapter(
+    *model_classes: type, detect: bool = False, module_classes: Sequence[type] = ()
+) -> Callable[[type["Adapter"]], type["Adapter"]]:
+    """Class decorator: use this adapter for `model_classes` (and their subclasses); with detect=True also
+    for any model its `detects(model)` accepts; for `patch(model, module=m)` with m an instance of one of
+    `module_classes`."""
+
+    def decorate(adapter_cls: type["Adapter"]) -> type["Adapter"]:
+        if not (isinstance(adapter_cls, type) and issubclass(adapter_cls, Adapter)):
+            raise TypeError(f"{adapter_cls!r} is not a dype_rope.adapters.Adapter subclass")
+        for cls in model_classes:
+            if not isinstance(cls, type):
+                raise TypeError(f"register_adapter takes model classes, got {cls!r}")
+            _BY_CLASS[cls] = adapter_cls
+        for cls in module_classes:
+            _BY_MODULE[cls] = adapter_cls
+        if detect and adapter_cls not in _DETECTORS:
+            _DETECTORS.append(adapter_cls)
+        return adapter_cls
+
+    return decorate
+
+
+def registered_adapters() -> dict[str, list[str]]:
+    """Adapter name -> the model classes registered for it (for docs and error messages)."""
+    out: dict[str, list[str]] = {}
+    for cls, adapter in _BY_CLASS.items():
+        out.setdefault(adapter.name, []).append(cls.__name__)
+    for adapter in _DETECTORS:
+        out.setdefault(adapter.name, [])
+    return out
+
+
+def find_adapter(model: nn.Module, module: nn.Module | None = None) -> type["Adapter"]:
+    """The adapter for `model`: by class along the MRO, then by detector; `module` (a position-encoding
+    submodule the user points at) selects the adapter registered for that module's class."""
+    if module is not None:
+        for cls in type(module).__mro__:
+            if cls in _BY_MODULE:
+                return _BY_MODULE[cls]
+        raise TypeError(
+            f"dype_rope has no adapter for position-encoding modules of type {type(module).__name__}; "
+            "register one with @dype_rope.register_adapter(module_classes=[...])"
+        )
+    for cls in type(model).__mro__:
+        if cls in _BY_CLASS:
+            return _BY_CLASS[cls]
+    for adapter in _DETECTORS:
+        if adapter.detects(model):
+            return adapter
+    known = ", ".join(sorted(c for names in registered_adapters().values() for c in names)) or "none"
+    raise TypeError(
+        f"dype_rope has no adapter for {type(model).__name__}. Supported: {known}. For your own DiT, subclass "
+        "dype_rope.adapters.Adapter and decorate it with @dype_rope.register_adapter(YourModel) "
+        "(docs/adapters.md shows how)."
+    )
+
+
+class StepContext:
+    """What the current model call knows, never shared between models.
+
+    The model's forward pre-hook stores the call's raw `timestep` and position `ids` (no tensor work there, so
+    a compiled model stays one graph); the position encoding turns them into the diffusion time t, the
+    per-axis scales and the per-pair plan inside the model's forward, and keeps them here for the attention
+    processors of the same call. The forward hook clears everything when the call returns.
+    """
+
+    __slots__ = ("timestep", "ids", "t", "scales", "plan")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.timestep = None
+        self.ids: Tensor | None = None
+        self.t: Tensor | None = None
+        self.scales: Tensor | None = None
+        self.plan: RopePlan | None = None
+
+
+def argument_reader(forward: Callable, name: str) -> Callable[[tuple, dict], Any]:
+    """Read argument `name` of a bound `forward` from a call's (args, kwargs), resolved once by signature."""
+    params = [p for p in inspect.signature(forward).parameters.values() if p.kind != p.VAR_KEYWORD]
+    names = [p.name for p in params]
+    if name not in names:
+        raise TypeError(f"{forward.__qualname__} has no argument {name!r}")
+    index = names.index(name)
+    default = params[index].default
+    default = None if default is inspect.Parameter.empty else default
+
+    def read(args: tuple, kwargs: dict) -> Any:
+        if name in kwargs:
+            return kwargs[name]
+        return args[index] if index < len(args) else default
+
+    return read
+
+
+def image_spans(ids: Tensor) -> Tensor:
+    """Per-axis extent (max position + 1) of the generated image's tokens in ids [L, n] or [B, L, n].
+
+    Tokens of conditioning images (FLUX Kontext, Qwen-Image-Edit) sit on a later frame index of axis 0 and
+    keep their own positions: only the tokens on the first frame count.
+    """
+    if ids.dim() == 3:
+        ids = ids[0]
+    pos = ids.to(torch.float64 if freq_dtype(ids.device) == torch.float64 else torch.float32)
+    frame = pos[:, 0]
+    mine = (frame == frame.amin()).unsqueeze(-1)
+    return torch.where(mine, pos, torch.full_like(pos, -torch.inf)).amax(dim=0) + 1
+
+
+class Adapter:
+    """Base of every adapter. Subclasses set `name`, `pixels_per_token`, and implement `base_grid`,
+    `install` (replacing the position encoding, registering undo steps with `self.on_remove`)."""
+
+    name = "adapter"
+    pixels_per_token = 16
+    rescaled_axes: tuple[int, ...] = ()
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: DyPEConfig,
+        base_grid: Sequence[int] | None,
+        aspect: str = "per-axis",
+        backend: str = "torch",
+        module: nn.Module | None = None,
+    ) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.aspect = aspect
+        self.backend = backend  # "torch" or "triton", already resolved from "auto" by patch()
+        self.module = module  # the position-encoding module the user pointed at, if any
+        self.step = StepContext()
+        self._undo: list[Callable[[], None]] = []
+        grid = tuple(base_grid if base_grid is not None else self.default_base_grid())
+        if len(grid) != len(self.rescaled_axes):
+            raise ValueError(
+                f"{self.name} rescales {len(self.rescaled_axes)} axes, so base_grid needs {len(self.rescaled_axes)} "
+                f"sizes, got {grid}"
+            )
+        if any(isinstance(g, bool) or not isinstance(g, int) or g <= 0 for g in grid):
+            raise ValueError(f"base_grid must be positive whole token counts, got {grid}")
+        self.base_grid = grid
+
+    # -- to implement --------------------------------------------------------------------------------------
+    @classmethod
+    def detects(cls, model: nn.Module) -> bool:
+        return False
+
+    def default_base_grid(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def install(self) -> None:
+        raise NotImplementedError
+
+    # -- shared machinery ----------------------------------------------------------------------------------
+    def on_remove(self, fn: Callable[[], None]) -> None:
+        self._undo.append(fn)
+
+    def remove(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+        self.step.clear()
+
+    def hook_calls(self, begin: Callable[[tuple, dict], None]) -> None:
+        """Run `begin(args, kwargs)` before every call of the model and clear the step context after it."""
+
+        def pre(module, args, kwargs):
+            begin(args, kwargs)
+            return None
+
+        def post(module, args, kwargs, output):
+            self.step.clear()
+            return None
+
+        h_pre = self.model.register_forward_pre_hook(pre, with_kwargs=True)
+        h_post = self.model.register_forward_hook(post, with_kwargs=True, always_call=True)
+        self.on_remove(h_pre.remove)
+        self.on_remove(h_post.remove)
+
+    def axis_scales(self, spans: Tensor) -> Tensor:
+        """Per-axis size ratio s (1 on axes never rescaled); "isotropic" gives every rescaled axis the largest."""
+        axes = list(self.rescaled_axes)
+        base = torch.tensor(self.base_grid, dtype=spans.dtype, device=spans.device)
+        ratios = spans[axes] / base
+        if self.aspect == "isotropic":
+            ratios = ratios.amax().expand(len(axes))
+        return torch.ones_like(spans).index_copy(0, torch.tensor(axes, device=spans.device), ratios)
+
+    def capture(self, *names: str) -> Callable[[tuple, dict], None]:
+        """A `begin` for hook_calls that stores the model arguments `timestep` and the ids argument."""
+        read_t = argument_reader(self.model.forward, names[0])
+        read_ids = argument_reader(self.model.forward, names[1])
+
+        def begin(args: tuple, kwargs: dict) -> None:
+            self.step.clear()
+            self.step.timestep = read_t(args, kwargs)
+            self.step.ids = read_ids(args, kwargs)
+
+        return begin
+
+    def plan_step(self, t: Tensor, spans: Tensor, axes_dims: Sequence[int], theta: float, base_lens) -> RopePlan:
+        """Scales and plan of this call from its diffusion time and the generated image's spans."""
+        scales = self.axis_scales(spans)
+        plan = build_plan(axes_dims, theta, scales, t, self.cfg, base_lens)
+        self.step.t, self.step.scales, self.step.plan = t, scales, plan
+        return plan

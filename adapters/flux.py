@@ -1,0 +1,89 @@
+"""FLUX family: diffusers' FluxTransformer2DModel and every model built on its FluxPosEmbed
+(FLUX.1 dev / schnell / Kontext / Fill, Chroma, ...).
+
+The replacement is the position-encoding module itself: `model.pos_embed` becomes a :class:`DyPEFluxPosEmbed`
+that keeps the name (diffusers' `_skip_layerwise_casting_patterns` matches it) and the attributes
+(`theta`, `axes_dim`) of the original, and returns the same (cos, sin) tables, rescaled per step.
+Axis 0 (text / frame index) is never rescaled; axes 1 and 2 (rows, columns) are.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor, nn
+
+from dype_rope.rope import RopePlan, check_axes_dims, rope_tables
+from dype_rope.timestep import diffusion_time
+
+from .base import Adapter, image_spans, register_adapter
+
+try:  # diffusers is optional: without it the adapter simply never matches
+    from diffusers.models.transformers.transformer_flux import FluxPosEmbed, FluxTransformer2DModel
+except ImportError:  # pragma: no cover - exercised only without diffusers
+    FluxPosEmbed = FluxTransformer2DModel = None
+
+FLUX_BASE_GRID = (64, 64)  # 1024 px at 16 px per token (VAE factor 8, 2x2 packing)
+
+
+class DyPEFluxPosEmbed(nn.Module):
+    """Drop-in for FluxPosEmbed: forward(ids [L, n_axes]) -> (cos, sin) [L, D], interleaved, float32."""
+
+    def __init__(self, theta: float, axes_dim, plan_of_call: Callable[[], RopePlan]) -> None:
+        super().__init__()
+        self.theta = theta
+        self.axes_dim = axes_dim
+        self._plan_of_call = plan_of_call
+
+    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        return rope_tables(ids, self._plan_of_call(), "interleaved")
+
+    def extra_repr(self) -> str:
+        return f"theta={self.theta}, axes_dim={list(self.axes_dim)}"
+
+
+@register_adapter(*(c for c in (FluxTransformer2DModel,) if c is not None), detect=True)
+class FluxAdapter(Adapter):
+    name = "flux"
+    pixels_per_token = 16
+    rescaled_axes = (1, 2)
+
+    @classmethod
+    def detects(cls, model: nn.Module) -> bool:
+        return FluxPosEmbed is not None and isinstance(getattr(model, "pos_embed", None), FluxPosEmbed)
+
+    def default_base_grid(self) -> tuple[int, int]:
+        return FLUX_BASE_GRID
+
+    def install(self) -> None:
+        model = self.model
+        original = model.pos_embed
+        if isinstance(original, DyPEFluxPosEmbed):
+            raise RuntimeError(f"{type(model).__name__}.pos_embed is already a DyPE embedding (a copy of a patched model?)")
+        if not (FluxPosEmbed is not None and isinstance(original, FluxPosEmbed)):
+            raise TypeError(f"{type(model).__name__}.pos_embed is {type(original).__name__}, not FluxPosEmbed")
+        head_dim = getattr(getattr(model, "config", None), "attention_head_dim", None)
+        axes_dims = check_axes_dims(original.axes_dim, head_dim)
+        if len(axes_dims) != 3:
+            raise ValueError(f"the FLUX adapter expects 3 RoPE axes (text, rows, columns), got {len(axes_dims)}")
+        theta = float(original.theta)
+        base_lens = (1.0, *map(float, self.base_grid))
+        step = self.step
+
+        def plan_of_call() -> RopePlan:
+            if step.ids is None:
+                raise RuntimeError(
+                    f"the DyPE position embedding of {type(model).__name__} was called outside the model's forward "
+                    "(or without img_ids); call the patched model itself"
+                )
+            spans = image_spans(step.ids)  # from the full ids, before any context-parallel split
+            t = diffusion_time(step.timestep, dtype=spans.dtype, device=spans.device)
+            return self.plan_step(t, spans, axes_dims, theta, base_lens)
+
+        model.pos_embed = DyPEFluxPosEmbed(original.theta, original.axes_dim, plan_of_call)
+        self.on_remove(lambda: setattr(model, "pos_embed", original))
+        self.hook_calls(self.capture("timestep", "img_ids"))
+        if self.backend == "triton":
+            from .flux_fused import install_fused_attention
+
+            install_fused_attention(self)

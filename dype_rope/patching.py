@@ -1,0 +1,158 @@
+"""`dype_rope.patch(model)`: find the model's adapter, install it, hand back a handle that undoes it exactly."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Sequence
+
+from torch import nn
+
+from .config import DyPEConfig
+
+ASPECTS = ("per-axis", "isotropic")
+BACKENDS = ("auto", "torch", "triton")
+
+# Which models are patched right now. Weak keys: the registry never keeps a model alive, and nothing is
+# stored on the model itself, so remove() leaves no attribute behind.
+_PATCHED: "weakref.WeakKeyDictionary[nn.Module, PatchHandle]" = weakref.WeakKeyDictionary()
+
+
+class PatchHandle:
+    """Undoes one patch: `handle.remove()`, or use the patch as a context manager."""
+
+    def __init__(self, model: nn.Module, adapter) -> None:
+        self._model = weakref.ref(model)
+        self.adapter = adapter
+
+    @property
+    def model(self) -> nn.Module | None:
+        return self._model()
+
+    @property
+    def config(self) -> DyPEConfig:
+        return self.adapter.cfg
+
+    @property
+    def base_grid(self) -> tuple[int, ...]:
+        return self.adapter.base_grid
+
+    @property
+    def active(self) -> bool:
+        model = self.model
+        return model is not None and _PATCHED.get(model) is self
+
+    def remove(self) -> None:
+        """Restore the model exactly as it was; calling it again does nothing."""
+        model = self.model
+        if model is None or _PATCHED.get(model) is not self:
+            return
+        self.adapter.remove()
+        del _PATCHED[model]
+
+    def __enter__(self) -> "PatchHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "removed"
+        return f"PatchHandle({self.adapter.name}, {self.config}, base_grid={self.base_grid}, {state})"
+
+
+def _base_grid(adapter_cls, base_grid, base_resolution) -> tuple[int, ...] | None:
+    if base_grid is not None and base_resolution is not None:
+        raise ValueError("pass base_grid (tokens) or base_resolution (pixels), not both")
+    if base_resolution is not None:
+        px = (base_resolution, base_resolution) if isinstance(base_resolution, (int, float)) else tuple(base_resolution)
+        ppt = adapter_cls.pixels_per_token
+        for p in px:
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or p <= 0:
+                raise ValueError(f"base_resolution must be positive pixels, got {base_resolution!r}")
+            if p % ppt:
+                raise ValueError(f"base_resolution {p} px is not a multiple of the model's {ppt} px per token")
+        return tuple(int(p) // ppt for p in px)
+    if base_grid is None:
+        return None
+    grid = (base_grid, base_grid) if isinstance(base_grid, int) else tuple(base_grid)
+    for g in grid:
+        if isinstance(g, bool) or not isinstance(g, int) or g <= 0:
+            raise ValueError(f"base_grid must be positive whole token counts, got {base_grid!r}")
+    return grid
+
+
+def resolve_backend(backend: str, model: nn.Module) -> str:
+    """"auto" -> "triton" when the model sits on CUDA and the fused kernels import, else "torch"."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    param = next(iter(model.parameters()), None)
+    if param is None or param.device.type != "cuda":
+        return "torch"
+    from dype_rope.kernels import triton_available
+
+    return "triton" if triton_available() else "torch"
+
+
+def patch(
+    model: nn.Module,
+    method: str = "yarn",
+    dynamic: bool = True,
+    base_grid: int | Sequence[int] | None = None,
+    base_resolution: int | Sequence[int] | None = None,
+    lambda_s: float | None = None,
+    lambda_t: float | None = None,
+    aspect: str = "per-axis",
+    yarn_modulation: str = "multiply",
+    backend: str = "auto",
+    module: nn.Module | None = None,
+) -> PatchHandle:
+    """Make `model` follow DyPE: its RoPE frequencies are rescaled per step from the diffusion time.
+
+    method:          "yarn" (default), "ntk", "pi" or "none" (plain RoPE, for comparisons).
+    dynamic:         True for the Dy- variant, False for the static method.
+    base_grid:       training grid in tokens (rows, cols); default the model's native one (FLUX: 64 x 64).
+    base_resolution: the same in pixels, converted through the model's pixels per token.
+    lambda_s, lambda_t: DyPE's scheduler kappa(t) = lambda_s * t ** lambda_t (None: the method's default).
+    aspect:          "per-axis" (each axis its own ratio) or "isotropic" (the largest ratio on every axis).
+    yarn_modulation: "multiply" (the paper) or "power" (ComfyUI-DyPE).
+    backend:         "auto", "torch" or "triton" (fused kernels on CUDA; "auto" takes them when it can).
+    module:          the position-encoding submodule to replace, for models without a registered adapter.
+    """
+    from dype_rope.adapters import find_adapter
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"patch() takes a torch.nn.Module, got {type(model).__name__}")
+    if model in _PATCHED:
+        raise RuntimeError(
+            f"this {type(model).__name__} is already patched; call handle.remove() or dype_rope.unpatch(model) first"
+        )
+    if aspect not in ASPECTS:
+        raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
+    cfg = DyPEConfig(
+        method=method, dynamic=dynamic, lambda_s=lambda_s, lambda_t=lambda_t, yarn_modulation=yarn_modulation
+    )
+    adapter_cls = find_adapter(model, module)
+    grid = _base_grid(adapter_cls, base_grid, base_resolution)
+    adapter = adapter_cls(model, cfg, grid, aspect, resolve_backend(backend, model), module)
+    try:
+        adapter.install()
+    except BaseException:
+        adapter.remove()  # a failed install leaves the model as it was
+        raise
+    handle = PatchHandle(model, adapter)
+    _PATCHED[model] = handle
+    return handle
+
+
+def unpatch(model: nn.Module) -> None:
+    """Undo dype_rope.patch() on `model`."""
+    handle = _PATCHED.get(model)
+    if handle is None:
+        raise ValueError(f"this {type(model).__name__} is not patched by dype_rope")
+    handle.remove()
+
+
+def is_patched(model: nn.Module) -> bool:
+    return model in _PATCHED

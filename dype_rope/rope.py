@@ -1,0 +1,170 @@
+"""N-axis rotary position embedding: per-pair frequency plans, cos/sin tables, and the pure-torch rotation.
+
+A RoPE head of dimension D is split into axes (`axes_dims`, summing to D); pair j of the head reads the
+position of axis `pair_axis[j]` and turns at `inv_freq[j]`, with its cos and sin multiplied by `mscale[j]`
+(YaRN's attention temperature). That per-pair *plan* is all a kernel needs: it is D/2 numbers per step,
+where a cos/sin table is L * D.
+
+Layouts (how the D channels of a head form D/2 rotation pairs):
+  "interleaved": pairs (x[2j], x[2j+1]) -- FLUX, complex-number models, diffusers' use_real_unbind_dim=-1.
+  "half":        pairs (x[j], x[j + D/2]) -- rotate_half models, diffusers' use_real_unbind_dim=-2.
+
+The table path follows diffusers' FluxPosEmbed + apply_rotary_emb operation by operation (positions via
+float32, frequencies and angles in float64 where the device has it, cos/sin cast to float32, q/k rotated in
+float32), so at s <= 1 it reproduces them bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+from .config import DyPEConfig
+from .schedules import get_schedule
+
+LAYOUTS = ("interleaved", "half")
+
+# Devices without float64 arithmetic (diffusers' maybe_adjust_dtype_for_device makes the same choice).
+_NO_FLOAT64 = ("mps", "npu")
+
+
+class RopePlan(NamedTuple):
+    """Per-pair rotation plan of one head: inv_freq [..., D/2], mscale [..., D/2], pair_axis [D/2] (int64)."""
+
+    inv_freq: Tensor
+    mscale: Tensor
+    pair_axis: Tensor
+
+
+def freq_dtype(device: torch.device | str) -> torch.dtype:
+    return torch.float32 if torch.device(device).type in _NO_FLOAT64 else torch.float64
+
+
+def check_axes_dims(axes_dims: Sequence[int], head_dim: int | None = None) -> tuple[int, ...]:
+    dims = tuple(int(d) for d in axes_dims)
+    if not dims:
+        raise ValueError("axes_dims must name at least one axis")
+    for i, d in enumerate(dims):
+        if d <= 0 or d % 2:
+            raise ValueError(f"every RoPE axis needs a positive even number of channels; axis {i} has {d}")
+    if head_dim is not None and sum(dims) != head_dim:
+        raise ValueError(f"axes_dims {list(dims)} sum to {sum(dims)}, but the attention head dim is {head_dim}")
+    return dims
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown RoPE layout {layout!r}: expected one of {LAYOUTS}")
+    return layout
+
+
+def build_plan(
+    axes_dims: Sequence[int],
+    theta: float,
+    scales: Tensor,
+    t: Tensor,
+    cfg: DyPEConfig,
+    base_lens: Sequence[float] | None = None,
+) -> RopePlan:
+    """Frequencies of every pair for per-axis size ratios `scales` [..., n_axes] at diffusion time `t` [...].
+
+    An axis whose scale is <= 1 (including every axis the caller never rescales: pass 1) gets plain RoPE bit
+    for bit. `base_lens[a]` is the training token count of axis a (YaRN's L); it only matters for YaRN.
+    The arithmetic runs in the dtype of `scales`.
+    """
+    dims = check_axes_dims(axes_dims)
+    if scales.shape[-1] != len(dims):
+        raise ValueError(f"scales has {scales.shape[-1]} axes but axes_dims has {len(dims)}")
+    base_lens = [1.0] * len(dims) if base_lens is None else [float(b) for b in base_lens]
+    schedule = get_schedule(cfg.method)
+    t = t.to(scales.dtype)
+    inv, ms = [], []
+    for a, dim in enumerate(dims):
+        inv_a, ms_a = schedule(dim, theta, base_lens[a], scales[..., a], t, cfg)
+        inv.append(inv_a)
+        ms.append(ms_a.unsqueeze(-1).expand(*ms_a.shape, dim // 2))
+    pair_axis = torch.repeat_interleave(
+        torch.arange(len(dims), device=scales.device), torch.tensor([d // 2 for d in dims], device=scales.device)
+    )
+    return RopePlan(torch.cat(inv, dim=-1), torch.cat(ms, dim=-1), pair_axis)
+
+
+def plain_plan(axes_dims: Sequence[int], theta: float, device=None, dtype: torch.dtype | None = None) -> RopePlan:
+    """The plan of unmodified RoPE."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    dtype = dtype or freq_dtype(device)
+    n = len(axes_dims)
+    one = torch.ones((), dtype=dtype, device=device)
+    return build_plan(axes_dims, theta, one.expand(n), one, DyPEConfig(method="none"))
+
+
+def _expand_pairs(x: Tensor, layout: str) -> Tensor:
+    """[..., D/2] per-pair values -> [..., D] per-channel values in the given layout."""
+    if layout == "interleaved":
+        return x.repeat_interleave(2, dim=-1)
+    return torch.cat([x, x], dim=-1)
+
+
+def rope_tables(positions: Tensor, plan: RopePlan, layout: str = "interleaved") -> tuple[Tensor, Tensor]:
+    """cos and sin tables [..., L, D] (float32) for positions [..., L, n_axes] under `plan`.
+
+    A batched plan ([B, D/2]) with positions [L, n_axes] or [B, L, n_axes] gives tables [B, L, D].
+    """
+    check_layout(layout)
+    inv_freq, mscale, pair_axis = plan
+    # Positions pass through float32 as FluxPosEmbed's `ids.float()` does (exact for integer ids below 2**24);
+    # float64 positions are kept as they are.
+    pos = positions if positions.dtype == torch.float64 else positions.float()
+    pos = pos.to(inv_freq.dtype)
+    angles = pos.index_select(-1, pair_axis) * inv_freq.unsqueeze(-2)
+    mscale = mscale.unsqueeze(-2)
+    cos = _expand_pairs(angles.cos() * mscale, layout).float()
+    sin = _expand_pairs(angles.sin() * mscale, layout).float()
+    return cos, sin
+
+
+def _broadcast_table(table: Tensor, x: Tensor, sequence_dim: int) -> Tensor:
+    """Align a [L, D] or [B, L, D] table with x of shape [B, L, H, D] (sequence_dim=1) or [B, H, L, D] (2)."""
+    if table.dim() == 2:
+        table = table.unsqueeze(0)
+    if sequence_dim == 1:
+        return table.unsqueeze(2)
+    if sequence_dim == 2:
+        return table.unsqueeze(1)
+    raise ValueError(f"sequence_dim must be 1 ([B, L, H, D]) or 2 ([B, H, L, D]), got {sequence_dim}")
+
+
+def rotate_pairs(x: Tensor, layout: str = "interleaved") -> Tensor:
+    """The 90-degree rotation of every pair: (a, b) -> (-b, a)."""
+    if layout == "interleaved":
+        real, imag = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
+        return torch.stack([-imag, real], dim=-1).flatten(-2)
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)
+
+
+def apply_rope(
+    x: Tensor, cos: Tensor, sin: Tensor, layout: str = "interleaved", sequence_dim: int = 1
+) -> Tensor:
+    """Rotate x ([B, L, H, D] with sequence_dim=1, [B, H, L, D] with 2) by float32 tables [L, D] / [B, L, D].
+
+    Computed in float32 and cast back to x's dtype, the same expression as diffusers' apply_rotary_emb.
+    """
+    check_layout(layout)
+    if x.shape[-1] % 2:
+        raise ValueError(f"RoPE needs an even head dim, got {x.shape[-1]}")
+    if cos.shape[-1] != x.shape[-1] or sin.shape != cos.shape:
+        raise ValueError(f"tables of shape {tuple(cos.shape)}/{tuple(sin.shape)} do not fit x of shape {tuple(x.shape)}")
+    cos = _broadcast_table(cos, x, sequence_dim).to(x.device)
+    sin = _broadcast_table(sin, x, sequence_dim).to(x.device)
+    return (x.float() * cos + rotate_pairs(x, layout).float() * sin).to(x.dtype)
+
+
+def apply_rope_plan(
+    x: Tensor, positions: Tensor, plan: RopePlan, layout: str = "interleaved", sequence_dim: int = 1
+) -> Tensor:
+    """Reference for the fused kernels: rotate x by the plan's angles at `positions` [L, n] or [B, L, n]."""
+    cos, sin = rope_tables(positions, plan, layout)
+    return apply_rope(x, cos, sin, layout, sequence_dim)
