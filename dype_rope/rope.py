@@ -85,9 +85,7 @@ def build_plan(
         inv_a, ms_a = schedule(dim, theta, base_lens[a], scales[..., a], t, cfg)
         inv.append(inv_a)
         ms.append(ms_a.unsqueeze(-1).expand(*ms_a.shape, dim // 2))
-    pair_axis = torch.repeat_interleave(
-        torch.arange(len(dims), device=scales.device), torch.tensor([d // 2 for d in dims], device=scales.device)
-    )
+    pair_axis = torch.tensor([a for a, d in enumerate(dims) for _ in range(d // 2)], device=scales.device)
     return RopePlan(torch.cat(inv, dim=-1), torch.cat(ms, dim=-1), pair_axis)
 
 
