@@ -205,13 +205,17 @@ class Adapter:
         self.on_remove(h_post.remove)
 
     def axis_scales(self, spans: Tensor) -> Tensor:
-        """Per-axis size ratio s (1 on axes never rescaled); "isotropic" gives every rescaled axis the largest."""
-        axes = list(self.rescaled_axes)
-        base = torch.tensor(self.base_grid, dtype=spans.dtype, device=spans.device)
-        ratios = spans[axes] / base
+        """Per-axis size ratio s (1 on axes never rescaled); "isotropic" gives every rescaled axis the largest.
+
+        Built from device ops and Python scalars only: a host list turned into a device tensor would be a
+        copy, and a stall, every step.
+        """
+        ratios = {a: spans[a] / base for a, base in zip(self.rescaled_axes, self.base_grid)}
         if self.aspect == "isotropic":
-            ratios = ratios.amax().expand(len(axes))
-        return torch.ones_like(spans).index_copy(0, torch.tensor(axes, device=spans.device), ratios)
+            largest = torch.stack(list(ratios.values())).amax()
+            ratios = {a: largest for a in ratios}
+        one = torch.ones((), dtype=spans.dtype, device=spans.device)
+        return torch.stack([ratios.get(a, one) for a in range(spans.shape[0])])
 
     def capture(self, *names: str) -> Callable[[tuple, dict], None]:
         """A `begin` for hook_calls that stores the model arguments `timestep` and the ids argument."""

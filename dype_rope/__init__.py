@@ -7,6 +7,7 @@
 
 from .config import DyPEConfig
 from .patching import PatchHandle, is_patched, patch, unpatch
+from .pipelines import enable
 from .rope import RopePlan, apply_rope, apply_rope_plan, build_plan, plain_plan, rope_tables
 from .schedules import SCHEDULES, get_schedule, kappa, register_schedule
 from .timestep import diffusion_time
@@ -30,6 +31,7 @@ __all__ = [
     "apply_rope_plan",
     "build_plan",
     "diffusion_time",
+    "enable",
     "get_schedule",
     "is_patched",
     "kappa",

@@ -65,6 +65,11 @@ def _base_grid(adapter_cls, base_grid, base_resolution) -> tuple[int, ...] | Non
         raise ValueError("pass base_grid (tokens) or base_resolution (pixels), not both")
     if base_resolution is not None:
         px = (base_resolution, base_resolution) if isinstance(base_resolution, (int, float)) else tuple(base_resolution)
+        if len(px) != 2:
+            raise ValueError(
+                "base_resolution is (height, width) in pixels; give a video's frames through "
+                "base_grid=(frames, rows, cols)"
+            )
         ppt = adapter_cls.pixels_per_token
         for p in px:
             if isinstance(p, bool) or not isinstance(p, (int, float)) or p <= 0:
@@ -112,8 +117,9 @@ def patch(
 
     method:          "yarn" (default), "ntk", "pi" or "none" (plain RoPE, for comparisons).
     dynamic:         True for the Dy- variant, False for the static method.
-    base_grid:       training grid in tokens (rows, cols); default the model's native one (FLUX: 64 x 64).
-    base_resolution: the same in pixels, converted through the model's pixels per token.
+    base_grid:       training grid in tokens, (rows, cols), or (frames, rows, cols) for video models to rescale
+                     time too; default the model's native one (FLUX: 64 x 64).
+    base_resolution: (height, width) in pixels, converted through the model's pixels per token.
     lambda_s, lambda_t: DyPE's scheduler kappa(t) = lambda_s * t ** lambda_t (None: the method's default).
     aspect:          "per-axis" (each axis its own ratio) or "isotropic" (the largest ratio on every axis).
     yarn_modulation: "multiply" (the paper) or "power" (ComfyUI-DyPE).

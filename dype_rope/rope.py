@@ -85,7 +85,8 @@ def build_plan(
         inv_a, ms_a = schedule(dim, theta, base_lens[a], scales[..., a], t, cfg)
         inv.append(inv_a)
         ms.append(ms_a.unsqueeze(-1).expand(*ms_a.shape, dim // 2))
-    pair_axis = torch.tensor([a for a, d in enumerate(dims) for _ in range(d // 2)], device=scales.device)
+    # Filled on the device: a host list copied over would stall the stream every step.
+    pair_axis = torch.cat([torch.full((d // 2,), a, dtype=torch.long, device=scales.device) for a, d in enumerate(dims)])
     return RopePlan(torch.cat(inv, dim=-1), torch.cat(ms, dim=-1), pair_axis)
 
 

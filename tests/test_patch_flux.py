@@ -238,6 +238,7 @@ def test_patching_twice_is_refused(model):
     (dict(base_grid=-3), ValueError, "base_grid must be positive"),
     (dict(base_resolution=1000), ValueError, "not a multiple of the model's 16 px per token"),
     (dict(base_resolution=0), ValueError, "base_resolution must be positive"),
+    (dict(base_resolution=(16, 1024, 1024)), ValueError, r"base_resolution is \(height, width\)"),
     (dict(base_grid=8, base_resolution=128), ValueError, "not both"),
     (dict(aspect="square"), ValueError, "aspect must be one of"),
     (dict(backend="cuda"), ValueError, "backend must be one of"),

@@ -1,0 +1,124 @@
+"""CogView4: diffusers' CogView4Transformer2DModel and its CogView4RotaryPosEmbed.
+
+How the stock encoding works: each axis of a head of D channels gets D/2 channels (D/4 rotation pairs, "half"
+layout, rows first), and the frequencies are tabulated for R = rope_axes_dim (256) integer positions. An
+image of n tokens on an axis looks up entry floor(i * R / n) for token i: every image, whatever its size,
+spans the same R positions, at a spacing R / n that shrinks as the image grows. The model thus interpolates
+positions on its own (and past n = R two tokens share an entry).
+
+How DyPE maps onto it: at the base grid n_b (sample_size / patch_size, 64 tokens = 1024 px) the model sees
+spacing R / n_b. An axis that grows to n = s * n_b keeps that training spacing (positions i * R / n_b, past
+the table) and its frequencies follow the schedule for the ratio s, with YaRN's base length the R positions
+the base image spans. Static PI then gives back the stock layout (omega / s at i * R / n_b is omega at
+i * R / n, without the floor); Dy-PI, NTK, YaRN and the Dy- variants are DyPE on the model's own position
+scale. An axis that is not rescaled keeps the stock lookup floor(i * R / n), and when no axis is rescaled the
+stock module itself runs, bit for bit.
+
+The diffusion time is the model's `timestep` argument over 1000. CogView4's pipeline passes the unshifted
+timesteps (it hands the scheduler shifted sigmas separately), so t is the time before the resolution shift.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from dype_rope.rope import check_axes_dims, freq_dtype, rope_tables
+from dype_rope.timestep import diffusion_time
+
+from .base import Adapter, register_adapter
+from .call_time import capture_timestep, spans_on
+
+try:  # diffusers is optional: without it the adapter simply never matches
+    from diffusers.models.transformers.transformer_cogview4 import CogView4RotaryPosEmbed, CogView4Transformer2DModel
+except ImportError:  # pragma: no cover - exercised only without diffusers
+    CogView4RotaryPosEmbed = CogView4Transformer2DModel = None
+
+COGVIEW4_TIMESTEP_RANGE = 1000.0
+
+
+def axis_positions(n: int, table: int, base: int, rescaled: bool, dtype: torch.dtype, device) -> Tensor:
+    """Positions of the n tokens of one axis: the stock lookup floor(i * table / n), or, on a rescaled axis, the
+    base grid's spacing continued, i * table / base."""
+    i = torch.arange(n, device=device)
+    if rescaled:
+        return i.to(dtype) * (table / base)
+    return (i * table // n).to(dtype)
+
+
+class DyPECogView4RotaryPosEmbed(nn.Module):
+    """Drop-in for CogView4RotaryPosEmbed: forward(hidden_states [B, C, H, W]) -> (cos, sin) [H*W/p^2, D]."""
+
+    def __init__(self, original: nn.Module, tables: Callable[[int, int, Tensor], tuple[Tensor, Tensor] | None]) -> None:
+        super().__init__()
+        self.dim = original.dim
+        self.patch_size = original.patch_size
+        self.rope_axes_dim = original.rope_axes_dim
+        self.theta = original.theta
+        self._stock = [original]  # a list keeps it out of the module tree (it holds no tensors)
+        self._tables = tables
+
+    def forward(self, hidden_states: Tensor) -> tuple[Tensor, Tensor]:
+        h, w = hidden_states.shape[-2] // self.patch_size, hidden_states.shape[-1] // self.patch_size
+        tables = self._tables(h, w, hidden_states)
+        return self._stock[0](hidden_states) if tables is None else tables
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, rope_axes_dim={tuple(self.rope_axes_dim)}, theta={self.theta}"
+
+
+@register_adapter(*(c for c in (CogView4Transformer2DModel,) if c is not None))
+class CogView4Adapter(Adapter):
+    name = "cogview4"
+    pixels_per_token = 16  # VAE factor 8, 2 x 2 patches
+    rescaled_axes = (0, 1)  # rows, columns
+
+    def default_base_grid(self) -> tuple[int, int]:
+        config = self.model.config
+        size = int(config.sample_size) // int(config.patch_size)  # 128 latent px -> 64 tokens, 1024 px
+        return (size, size)
+
+    def install(self) -> None:
+        model = self.model
+        original = model.rope
+        if isinstance(original, DyPECogView4RotaryPosEmbed):
+            raise RuntimeError(f"{type(model).__name__}.rope is already a DyPE embedding (a copy of a patched model?)")
+        if not (CogView4RotaryPosEmbed is not None and isinstance(original, CogView4RotaryPosEmbed)):
+            raise TypeError(f"{type(model).__name__}.rope is {type(original).__name__}, not CogView4RotaryPosEmbed")
+        if original.dim % 4:
+            raise ValueError(f"CogView4's RoPE needs a head dim divisible by 4, got {original.dim}")
+        axes_dims = check_axes_dims((original.dim // 2, original.dim // 2))
+        table = tuple(int(r) for r in original.rope_axes_dim)
+        theta = float(original.theta)
+        base_lens = tuple(float(r) for r in table)  # the base image spans the whole table
+        step = self.step
+
+        def tables(h: int, w: int, hidden_states: Tensor) -> tuple[Tensor, Tensor] | None:
+            ratios = [h / self.base_grid[0], w / self.base_grid[1]]
+            if self.aspect == "isotropic":
+                ratios = [max(ratios)] * 2
+            if all(r <= 1 for r in ratios):
+                return None
+            if step.timestep is None:
+                raise RuntimeError(
+                    f"the DyPE position embedding of {type(model).__name__} was called outside the model's forward; "
+                    "call the patched model itself"
+                )
+            device = hidden_states.device
+            dtype = freq_dtype(device)
+            rows, cols = (
+                axis_positions(n, r, b, ratio > 1, dtype, device)
+                for n, r, b, ratio in zip((h, w), table, self.base_grid, ratios)
+            )
+            positions = torch.stack(
+                [rows.unsqueeze(1).expand(h, w), cols.unsqueeze(0).expand(h, w)], dim=-1
+            ).reshape(h * w, 2)
+            t = diffusion_time(step.timestep, divide_by=COGVIEW4_TIMESTEP_RANGE, dtype=dtype, device=device)
+            plan = self.plan_step(t, spans_on((h, w), dtype, device), axes_dims, theta, base_lens)
+            return rope_tables(positions, plan, "half")
+
+        model.rope = DyPECogView4RotaryPosEmbed(original, tables)
+        self.on_remove(lambda: setattr(model, "rope", original))
+        self.hook_calls(capture_timestep(self, "timestep"))

@@ -1,0 +1,149 @@
+"""FLUX with the fused kernels (`patch(..., backend="triton")`): q and k rotated in one launch per attention.
+
+Two swaps on top of the FLUX adapter, both undone exactly by the patch handle:
+
+* the position embedding returns :class:`FluxRope` (the call's position ids and its RopePlan, D/2 numbers per
+  channel pair) instead of L x D cos / sin tables, so no table is built or read: the kernels compute the
+  angles from the ids;
+* every attention's FluxAttnProcessor is replaced by :class:`FusedFluxAttnProcessor`, which normalises and
+  rotates q and k with one kernel per token segment (the joint blocks normalise text and image tokens with
+  different weights, so they take two launches) and leaves everything else as diffusers does it.
+
+Other processors (IP-Adapter, user processors) are refused at patch time: they would receive a FluxRope they
+cannot read.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from dype_rope.kernels import rms_norm_rope_qk, rope_qk, rope_qk_tables
+from dype_rope.rope import RopePlan
+
+from .flux import DyPEFluxPosEmbed
+
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.transformers.transformer_flux import FluxAttention, FluxAttnProcessor, _get_qkv_projections
+
+
+class FluxRope(NamedTuple):
+    """What the fused processors rotate by: positions [L, n_axes] of the whole joint sequence and the plan."""
+
+    positions: Tensor
+    plan: RopePlan
+
+
+class FusedFluxPosEmbed(DyPEFluxPosEmbed):
+    """The DyPE embedding, handing out the ids and the plan instead of cos / sin tables."""
+
+    def forward(self, ids: Tensor) -> FluxRope:  # type: ignore[override]
+        return FluxRope(ids, self._plan_of_call())
+
+
+def _rms_norm_args(norm_q: nn.Module, norm_k: nn.Module, head_dim: int, dtype: torch.dtype):
+    """(q_weight, k_weight, (eps_q, eps_k)) when both norms are torch RMSNorms the kernel can fuse, else None."""
+    norms = (norm_q, norm_k)
+    if not all(type(n) is nn.RMSNorm and tuple(n.normalized_shape) == (head_dim,) for n in norms):
+        return None
+    weights = tuple(n.weight for n in norms)
+    if (weights[0] is None) != (weights[1] is None):
+        return None
+    # nn.RMSNorm's eps=None means the input dtype's machine epsilon
+    eps = tuple(torch.finfo(dtype).eps if n.eps is None else float(n.eps) for n in norms)
+    return weights[0], weights[1], eps
+
+
+def _norm_rope(attn: FluxAttention, norm_q, norm_k, q: Tensor, k: Tensor, positions: Tensor, plan: RopePlan,
+               backend: str) -> tuple[Tensor, Tensor]:
+    fused = _rms_norm_args(norm_q, norm_k, attn.head_dim, q.dtype)
+    if fused is None:
+        return rope_qk(norm_q(q), norm_k(k), positions, plan, "interleaved", 1, backend=backend)
+    q_weight, k_weight, eps = fused
+    return rms_norm_rope_qk(q, k, q_weight, k_weight, positions, plan, eps, "interleaved", 1, backend=backend)
+
+
+class FusedFluxAttnProcessor(FluxAttnProcessor):
+    """FluxAttnProcessor with QK-RMSNorm + RoPE fused into one kernel (FluxRope) or the table kernel (cos, sin)."""
+
+    def __init__(self, backend: str = "triton") -> None:
+        super().__init__()
+        self.backend = backend
+
+    def __call__(
+        self,
+        attn: FluxAttention,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        image_rotary_emb: FluxRope | tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        projections = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query, key, value, enc_query, enc_key, enc_value = projections
+        query = query.unflatten(-1, (-1, attn.head_dim))
+        key = key.unflatten(-1, (-1, attn.head_dim))
+        value = value.unflatten(-1, (-1, attn.head_dim))
+        joint = attn.added_kv_proj_dim is not None
+        if joint:
+            enc_query = enc_query.unflatten(-1, (-1, attn.head_dim))
+            enc_key = enc_key.unflatten(-1, (-1, attn.head_dim))
+            value = torch.cat([enc_value.unflatten(-1, (-1, attn.head_dim)), value], dim=1)
+
+        if isinstance(image_rotary_emb, FluxRope):
+            positions, plan = image_rotary_emb
+            if joint:
+                n_text = enc_query.shape[1]
+                enc_query, enc_key = _norm_rope(attn, attn.norm_added_q, attn.norm_added_k, enc_query, enc_key,
+                                                positions[..., :n_text, :], plan, self.backend)
+                query, key = _norm_rope(attn, attn.norm_q, attn.norm_k, query, key, positions[..., n_text:, :], plan,
+                                        self.backend)
+                query, key = torch.cat([enc_query, query], dim=1), torch.cat([enc_key, key], dim=1)
+            else:
+                query, key = _norm_rope(attn, attn.norm_q, attn.norm_k, query, key, positions, plan, self.backend)
+        else:
+            query, key = attn.norm_q(query), attn.norm_k(key)
+            if joint:
+                query = torch.cat([attn.norm_added_q(enc_query), query], dim=1)
+                key = torch.cat([attn.norm_added_k(enc_key), key], dim=1)
+            if image_rotary_emb is not None:
+                cos, sin = image_rotary_emb
+                query, key = rope_qk_tables(query, key, cos, sin, "interleaved", 1, backend=self.backend)
+
+        hidden_states = dispatch_attention_fn(
+            query, key, value, attn_mask=attention_mask, backend=self._attention_backend,
+            parallel_config=self._parallel_config,
+        )
+        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
+        if encoder_hidden_states is None:
+            return hidden_states
+        encoder_hidden_states, hidden_states = hidden_states.split_with_sizes(
+            [encoder_hidden_states.shape[1], hidden_states.shape[1] - encoder_hidden_states.shape[1]], dim=1
+        )
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.contiguous()))
+        encoder_hidden_states = attn.to_add_out(encoder_hidden_states.contiguous())
+        return hidden_states, encoder_hidden_states
+
+
+def install_fused_attention(adapter) -> None:
+    """Swap the FLUX model's position embedding and attention processors for the fused ones (reversibly)."""
+    model = adapter.model
+    attentions = [m for m in model.modules() if isinstance(m, FluxAttention)]
+    for name, m in model.named_modules():
+        if isinstance(m, FluxAttention) and type(m.processor) is not FluxAttnProcessor:
+            raise TypeError(
+                f"backend='triton' fuses RoPE into diffusers' FluxAttnProcessor only, but {name} uses "
+                f"{type(m.processor).__name__}; patch with backend='torch' or restore the default processor"
+            )
+    dype_embed = model.pos_embed
+    model.pos_embed = FusedFluxPosEmbed(dype_embed.theta, dype_embed.axes_dim, dype_embed._plan_of_call)
+    adapter.on_remove(lambda: setattr(model, "pos_embed", dype_embed))
+    for attn in attentions:
+        original = attn.processor
+        fused = FusedFluxAttnProcessor("triton")
+        # attention backend and parallel settings live on the processor instance
+        fused._attention_backend = original._attention_backend
+        fused._parallel_config = original._parallel_config
+        attn.processor = fused
+        adapter.on_remove(lambda attn=attn, original=original: setattr(attn, "processor", original))

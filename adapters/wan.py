@@ -1,0 +1,109 @@
+"""Wan family: diffusers' WanTransformer3DModel (Wan 2.1 / 2.2 text- and image-to-video) and
+WanVACETransformer3DModel, every model whose `rope` is transformer_wan's WanRotaryPosEmbed.
+
+The replacement is the rotary module itself: `model.rope` becomes a :class:`DyPEWanRotaryPosEmbed` under
+the same name, so the model's `_keep_in_fp32_modules` ("rope") and `_cp_plan` ("rope": its two outputs are
+split along the sequence under context parallelism) still name it. Wan precomputes its tables once, up to
+`rope_max_seq_len` positions; here they are rebuilt on every call from the call's diffusion time, on the
+device, for only the positions the latent needs. Each head's channels hold (frames, rows, columns) blocks
+of (D - 2 * 2 * (D // 6), 2 * (D // 6), 2 * (D // 6)) channels, interleaved pairs, theta 10000.
+
+The tables are computed for the whole latent (Wan calls its rope before any context-parallel split), so
+the scale is always that of the global grid.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
+
+from .base import register_adapter
+from .call_time import capture_timestep
+from .parallel import carry_parallel_hooks
+from .video import VideoAdapter, grid_tables, latent_grid
+
+try:  # diffusers is optional: without it the adapter simply never matches
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, WanTransformer3DModel
+except ImportError:  # pragma: no cover - exercised only without diffusers
+    WanRotaryPosEmbed = WanTransformer3DModel = None
+try:
+    from diffusers.models.transformers.transformer_wan_vace import WanVACETransformer3DModel
+except ImportError:  # pragma: no cover
+    WanVACETransformer3DModel = None
+
+WAN_THETA = 10000.0
+# 480 x 832 px at 16 px per token (VAE factor 8, 2 x 2 patches): the resolution every Wan 2.1 / 2.2
+# checkpoint was trained at. The 14B models also saw 720p: pass base_resolution=(720, 1280) to keep it native.
+WAN_BASE_GRID = (30, 52)
+# Wan 2.2 TI2V-5B: its VAE compresses 16x, so 704 x 1280 px are 22 x 40 tokens (32 px per token).
+WAN22_5B_BASE_GRID = (22, 40)
+WAN22_VAE_CHANNELS = 48
+
+
+def wan_axes_dims(head_dim: int) -> tuple[int, int, int]:
+    """(frames, rows, columns) channels of a Wan head, as WanRotaryPosEmbed splits them."""
+    hw = 2 * (head_dim // 6)
+    return check_axes_dims((head_dim - 2 * hw, hw, hw), head_dim)
+
+
+class DyPEWanRotaryPosEmbed(nn.Module):
+    """Drop-in for WanRotaryPosEmbed: forward(latent [B, C, F, H, W]) -> (cos, sin) [1, F*H*W, 1, D], float32."""
+
+    def __init__(self, original: nn.Module, plan_of_call: Callable[[tuple[int, int, int], torch.device], RopePlan]):
+        super().__init__()
+        self.attention_head_dim = original.attention_head_dim
+        self.patch_size = original.patch_size
+        self.max_seq_len = original.max_seq_len
+        self.t_dim, self.h_dim, self.w_dim = original.t_dim, original.h_dim, original.w_dim
+        self._plan_of_call = plan_of_call
+
+    def forward(self, hidden_states: Tensor) -> tuple[Tensor, Tensor]:
+        grid = latent_grid(hidden_states, self.patch_size)
+        plan = self._plan_of_call(grid, hidden_states.device)
+        cos, sin = grid_tables(grid, plan, (self.t_dim, self.h_dim, self.w_dim))
+        return cos[None, :, None], sin[None, :, None]
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.attention_head_dim}, patch_size={tuple(self.patch_size)}"
+
+
+@register_adapter(*(c for c in (WanTransformer3DModel, WanVACETransformer3DModel) if c is not None), detect=True)
+class WanAdapter(VideoAdapter):
+    """Wan: rows and columns rescaled; frames too when base_grid = (frames, rows, columns)."""
+
+    name = "wan"
+    pixels_per_token = 16
+
+    @classmethod
+    def detects(cls, model: nn.Module) -> bool:
+        return WanRotaryPosEmbed is not None and isinstance(getattr(model, "rope", None), WanRotaryPosEmbed)
+
+    def default_base_grid(self) -> tuple[int, int]:
+        in_channels = getattr(getattr(self.model, "config", None), "in_channels", None)
+        return WAN22_5B_BASE_GRID if in_channels == WAN22_VAE_CHANNELS else WAN_BASE_GRID
+
+    def install(self) -> None:
+        model = self.model
+        original = getattr(model, "rope", None)
+        if isinstance(original, DyPEWanRotaryPosEmbed):
+            raise RuntimeError(f"{type(model).__name__}.rope is already a DyPE embedding (a copy of a patched model?)")
+        if not (WanRotaryPosEmbed is not None and isinstance(original, WanRotaryPosEmbed)):
+            raise TypeError(f"{type(model).__name__}.rope is {type(original).__name__}, not WanRotaryPosEmbed")
+        axes_dims = wan_axes_dims(original.attention_head_dim)
+        if (original.t_dim, original.h_dim, original.w_dim) != axes_dims:
+            raise ValueError(f"unexpected Wan RoPE split {(original.t_dim, original.h_dim, original.w_dim)}")
+
+        def plan_of_call(grid: tuple[int, int, int], device: torch.device) -> RopePlan:
+            # Wan builds its tables in float64 (float32 only where the device lacks it) and casts them once.
+            return self.video_plan(grid, device, axes_dims, WAN_THETA, freq_dtype(device))
+
+        replacement = DyPEWanRotaryPosEmbed(original, plan_of_call)
+        carry_parallel_hooks(original, replacement)  # enable_parallelism may have run first
+        model.rope = replacement
+        self.on_remove(lambda: setattr(model, "rope", original))
+        self.on_remove(lambda: carry_parallel_hooks(replacement, original))  # parallelised while patched
+        self.hook_calls(capture_timestep(self, "timestep"))

@@ -1,0 +1,173 @@
+"""`dype_rope.enable(pipe, height, width)`: DyPE on a diffusers pipeline's transformer, plus the flow-matching
+scheduler's resolution shift chosen for the target size. `handle.remove()` undoes both exactly.
+
+The shift. Flow-matching pipelines (FLUX, Qwen-Image, SD3 with dynamic shifting, HiDream, ...) compute a
+`mu` from the image's token count and hand it to `scheduler.set_timesteps(..., mu=mu)`, which bends the
+sigmas towards noise: sigma' = e^mu / (e^mu + 1 / sigma - 1). FLUX's formula is a line through
+(base_image_seq_len, base_shift) and (max_image_seq_len, max_shift), extrapolated beyond: at 4096 x 4096 px
+its mu is ~11.6 and almost every step sits at sigma ~ 1. Policies:
+
+  "pinned": mu = max_shift, the value at the training resolution (what the DyPE authors and the ComfyUI node use);
+  "linear": the line extrapolated to the target token count (diffusers' own calculate_shift);
+  a float:  that mu.
+
+How the pipeline is made to use it: each pipeline computes mu with its own formula (FLUX's line, CogView4's
+square root, HiDream's constant), so rewriting the config values it reads would be exact for some pipelines
+only. Instead this scheduler *instance* gets its own `set_timesteps` that passes the chosen mu whatever the
+caller computed, and its config turns `use_dynamic_shifting` on (schedulers like SD3's default to a fixed
+shift). Nothing outside this one scheduler object changes; remove() deletes the instance attribute, so the
+class method shows through again, and puts back the very config object that was there.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from typing import Any, Callable
+
+from .patching import PatchHandle, patch
+
+SHIFT_POLICIES = ("pinned", "linear")
+
+
+def linear_shift(image_seq_len: float, config: Any) -> float:
+    """FLUX's resolution shift line (diffusers' calculate_shift), extrapolated past max_image_seq_len."""
+    slope = (config.max_shift - config.base_shift) / (config.max_image_seq_len - config.base_image_seq_len)
+    intercept = config.base_shift - slope * config.base_image_seq_len
+    return float(image_seq_len * slope + intercept)
+
+
+def resolution_shift(shift: str | float, config: Any, image_seq_len: int) -> float:
+    """The mu of a shift policy for an image of `image_seq_len` tokens under a scheduler `config`."""
+    if isinstance(shift, bool) or not isinstance(shift, (str, int, float)):
+        raise TypeError(f"shift must be one of {SHIFT_POLICIES} or a number mu, got {type(shift).__name__}")
+    if not isinstance(shift, str):
+        if not math.isfinite(shift):
+            raise ValueError(f"shift mu must be finite, got {shift}")
+        return float(shift)
+    if shift not in SHIFT_POLICIES:
+        raise ValueError(f"unknown shift policy {shift!r}: expected one of {SHIFT_POLICIES} or a number mu")
+    shift_type = getattr(config, "time_shift_type", "exponential")
+    if shift_type != "exponential":
+        raise ValueError(
+            f"the {shift!r} policy follows FLUX's exponential time shift, but this scheduler uses "
+            f"time_shift_type={shift_type!r}; pass the shift as a number mu instead"
+        )
+    needed = ("base_shift", "max_shift") + (("base_image_seq_len", "max_image_seq_len") if shift == "linear" else ())
+    missing = [k for k in needed if getattr(config, k, None) is None]
+    if missing:
+        raise ValueError(f"the scheduler config has no {', '.join(missing)}; pass the shift as a number mu instead")
+    return float(config.max_shift) if shift == "pinned" else linear_shift(image_seq_len, config)
+
+
+def image_tokens(pipe: Any, height: int, width: int) -> int:
+    """Image tokens of a height x width px image: pixels / VAE factor / the latent pixels of one token.
+
+    A token covers the transformer's patch_size latent pixels per side, or 2 where the pipeline packs 2 x 2
+    latents itself (FLUX and Qwen-Image pipelines, `_pack_latents`).
+    """
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive whole number of pixels, got {value!r}")
+    vae_factor = int(getattr(pipe, "vae_scale_factor", 8))
+    patch_px = int(getattr(getattr(pipe.transformer, "config", None), "patch_size", 1) or 1)
+    if hasattr(type(pipe), "_pack_latents"):
+        patch_px = max(patch_px, 2)
+    per_token = vae_factor * patch_px
+    return (height // per_token) * (width // per_token)
+
+
+def _check_scheduler(scheduler: Any) -> None:
+    set_timesteps = getattr(scheduler, "set_timesteps", None)
+    if set_timesteps is None or "mu" not in inspect.signature(set_timesteps).parameters:
+        raise TypeError(
+            f"enable() sets the resolution shift of flow-matching schedulers whose set_timesteps takes mu "
+            f"(FlowMatchEulerDiscreteScheduler, ...); {type(scheduler).__name__} does not"
+        )
+    if "set_timesteps" in vars(scheduler):
+        raise RuntimeError(f"this {type(scheduler).__name__} already has its shift set (dype_rope.enable twice?)")
+    if not hasattr(scheduler, "register_to_config") or not hasattr(scheduler, "_internal_dict"):
+        raise TypeError(f"{type(scheduler).__name__} has no diffusers config to set use_dynamic_shifting on")
+
+
+def pin_shift(scheduler: Any, mu: float) -> Callable[[], None]:
+    """Make `scheduler` shift every schedule it sets by `mu`; returns the function that undoes it."""
+    _check_scheduler(scheduler)
+    stock = scheduler.set_timesteps
+    signature = inspect.signature(stock)
+    config = scheduler._internal_dict
+
+    @functools.wraps(stock)  # keeps the signature diffusers' retrieve_timesteps inspects
+    def set_timesteps(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.arguments["mu"] = mu
+        return stock(*bound.args, **bound.kwargs)
+
+    scheduler.register_to_config(use_dynamic_shifting=True)
+    scheduler.set_timesteps = set_timesteps
+
+    def undo() -> None:
+        vars(scheduler).pop("set_timesteps", None)
+        scheduler._internal_dict = config
+
+    return undo
+
+
+class PipelineHandle:
+    """Undoes one enable(): `handle.remove()`, or use it as a context manager."""
+
+    def __init__(self, transformer: PatchHandle, mu: float, image_seq_len: int, undo_shift: Callable[[], None]) -> None:
+        self.transformer = transformer
+        self.mu = mu
+        self.image_seq_len = image_seq_len
+        self._undo_shift: Callable[[], None] | None = undo_shift
+
+    @property
+    def active(self) -> bool:
+        return self._undo_shift is not None
+
+    def remove(self) -> None:
+        """Restore the scheduler and the transformer exactly; calling it again does nothing."""
+        if self._undo_shift is None:
+            return
+        undo, self._undo_shift = self._undo_shift, None
+        try:
+            undo()
+        finally:
+            self.transformer.remove()
+
+    def __enter__(self) -> "PipelineHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "removed"
+        return f"PipelineHandle(mu={self.mu:.4g}, image_seq_len={self.image_seq_len}, {self.transformer!r}, {state})"
+
+
+def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **patch_kwargs: Any) -> PipelineHandle:
+    """DyPE for sampling `pipe` at height x width px: patches pipe.transformer and pins the scheduler's shift.
+
+    shift:        "pinned" (mu = max_shift, default), "linear" (the pipeline's line extrapolated to the target
+                  token count) or a number mu.
+    patch_kwargs: passed to dype_rope.patch (method, dynamic, base_grid, base_resolution, lambda_s, ...).
+    """
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is None:
+        raise TypeError(f"{type(pipe).__name__} has no transformer; enable() works on diffusion-transformer pipelines")
+    scheduler = getattr(pipe, "scheduler", None)
+    if scheduler is None:
+        raise TypeError(f"{type(pipe).__name__} has no scheduler")
+    _check_scheduler(scheduler)
+    tokens = image_tokens(pipe, height, width)
+    mu = resolution_shift(shift, scheduler.config, tokens)
+    handle = patch(transformer, **patch_kwargs)
+    try:
+        undo = pin_shift(scheduler, mu)
+    except BaseException:
+        handle.remove()
+        raise
+    return PipelineHandle(handle, mu, tokens, undo)
