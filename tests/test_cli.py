@@ -1,0 +1,296 @@
+"""The `dype-rope` command line: every command end to end on tiny models, its printed numbers against the
+schedules' closed forms, its files decoded by independent readers, and one-line errors for bad arguments."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dype_rope.cli import build_parser, main
+from dype_rope.demo import DEMO_FLUX, run_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW = re.compile(
+    r"^\[[#-]+\]\s+(\d+)/(\d+)\s+(\S+)\s+(\S+)\s+(\S+), (\S+)\s+(\S+), (\S+)\s+(\S+), (\S+)$", re.M
+)
+
+
+def _rows(text: str) -> np.ndarray:
+    """Per-step rows of the demo: step, total, t, kappa, scale x2, stretch x2, mscale x2."""
+    return np.array([[float(v) for v in m] for m in ROW.findall(text)])
+
+
+# -- demo -----------------------------------------------------------------------------------------------------
+def test_demo_prints_the_schedule_and_writes_the_figure(tmp_path, capsys):
+    out = tmp_path / "schedules.png"
+    assert main(["demo", "--base-grid", "4", "--factor", "2", "--steps", "6", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = _rows(text)
+    t = np.linspace(1.0, 0.0, 7)[:6]
+    assert rows.shape == (6, 10)
+    np.testing.assert_array_equal(rows[:, 0], np.arange(1, 7))
+    np.testing.assert_allclose(rows[:, 2], t, atol=5e-4)
+    np.testing.assert_allclose(rows[:, 3], t**2, atol=5e-5)  # Dy-YaRN: kappa = 1 * t^2
+    np.testing.assert_allclose(rows[:, 4:6], 2.0)
+    np.testing.assert_allclose(rows[:, 8:10], 0.1 * math.log(2) + 1, atol=5e-4)
+    assert np.all(np.diff(rows[:, 6]) <= 0) and np.all(rows[:, 6] >= 1) and np.all(rows[:, 6] <= 2)
+    ratio = float(re.search(r"patched/stock = ([\d.]+)x", text).group(1))
+    assert 0 < ratio < 10
+    assert float(re.search(r"max \|patched - stock\| = (\S+)", text).group(1)) > 0
+    with Image.open(out) as im:
+        assert im.size == (1200, 900)
+
+
+@pytest.mark.parametrize("method", ["pi", "ntk"])
+def test_demo_steps_match_the_closed_forms(method):
+    dim = DEMO_FLUX["axes_dims_rope"][1]
+    res = run_demo(base_grid=4, factor=(3, 2), steps=5, method=method, plot=None, stream=io.StringIO())
+    assert res.grid == (12, 8)
+    for info in res.steps:
+        k = 2 * info.t**2  # defaults lambda_s = lambda_t = 2
+        assert info.kappa == pytest.approx(k, rel=1e-12)
+        assert info.scale == (3.0, 2.0)
+        for s, stretch in zip((3.0, 2.0), info.stretch):
+            if method == "pi":  # every pair divided by max(1, s^kappa)
+                expected = max(1.0, s**k)
+            else:  # pair j stretched by (theta'/theta)^(2j/dim); geometric mean over j: exponent (dim/2-1)/dim
+                expected = max(1.0, s ** (dim / (dim - 2) * k)) ** ((dim / 2 - 1) / dim)
+            assert stretch == pytest.approx(expected, rel=1e-12)
+        assert info.mscale == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("method", ["yarn", "pi"])
+def test_demo_rows_are_what_the_patched_forward_uses(method):
+    """The printed stretch and mscale, recomputed on the host, against the tables the model really built."""
+    import dype_rope
+    from dype_rope.demo import image_ids, step_info, tiny_flux_transformer
+
+    model = tiny_flux_transformer()
+    handle = dype_rope.patch(model, method=method, base_grid=(4, 4), backend="torch")
+    seen = []
+    model.pos_embed.register_forward_hook(lambda mod, args, out: seen.append(out))
+    grid, text = (12, 8), 3
+    d_text, d_rows, _ = DEMO_FLUX["axes_dims_rope"]
+    g = torch.Generator().manual_seed(0)
+    for t in (1.0, 0.6, 0.2):
+        with torch.inference_mode():
+            model(
+                hidden_states=torch.randn(1, grid[0] * grid[1], DEMO_FLUX["in_channels"], generator=g),
+                encoder_hidden_states=torch.randn(1, text, DEMO_FLUX["joint_attention_dim"], generator=g),
+                pooled_projections=torch.randn(1, DEMO_FLUX["pooled_projection_dim"], generator=g),
+                timestep=torch.tensor([t]), img_ids=image_ids(*grid), txt_ids=torch.zeros(text, 3),
+            )
+        cos, sin = seen[-1]
+        token = text + grid[1]  # row 1, column 0: the rows axis at position 1
+        channels = slice(d_text, d_text + d_rows, 2)  # interleaved: one channel per pair
+        m = torch.hypot(cos[token, channels].double(), sin[token, channels].double())
+        inv = torch.atan2(sin[token, channels].double(), cos[token, channels].double())
+        plain = 1.0 / 10000.0 ** (torch.arange(0, d_rows, 2, dtype=torch.float64) / d_rows)
+        info = step_info(handle, 0, t, grid)
+        assert info.mscale[0] == pytest.approx(float(m[0]), rel=1e-6)
+        assert info.stretch[0] == pytest.approx(float(torch.exp(torch.log(plain / inv).mean())), rel=1e-5)
+    handle.remove()
+
+
+def test_demo_isotropic_uses_the_largest_ratio():
+    res = run_demo(base_grid=4, factor=(3, 1), steps=2, method="pi", aspect="isotropic", plot=None,
+                   stream=io.StringIO())
+    assert all(info.scale == (3.0, 3.0) for info in res.steps)
+
+
+def test_demo_changes_nothing_at_the_base_grid(capsys):
+    assert main(["demo", "--base-grid", "6", "--factor", "1", "--steps", "3", "--no-plot"]) == 0
+    text = capsys.readouterr().out
+    assert float(re.search(r"max \|patched - stock\| = (\S+)", text).group(1)) == 0.0
+    np.testing.assert_array_equal(_rows(text)[:, 4:8], 1.0)
+
+
+def test_python_dash_m_without_command_runs_the_demo(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dype_rope", "--base-grid", "2", "--factor", "2", "--steps", "2", "--no-plot"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(_rows(proc.stdout)) == 2 and "DyPE demo" in proc.stdout
+
+
+# -- plot -----------------------------------------------------------------------------------------------------
+def test_plot_writes_svg_and_png(tmp_path, capsys):
+    svg = tmp_path / "s.svg"
+    assert main(["plot", "--dim", "8", "--base", "4", "--target", "16", "--num-t", "11", "-o", str(svg)]) == 0
+    root = ET.parse(svg).getroot()
+    lines = root.findall(".//{http://www.w3.org/2000/svg}polyline")
+    # three method panels x (plain, static, Dy-) x 4 pairs, and mscale: plain + (static, Dy-) x 3 methods
+    assert len(lines) == 3 * 3 * 4 + 1 + 2 * 3
+    assert all(len(line.get("points").split()) == 11 for line in lines)
+    png = tmp_path / "s.png"
+    assert main(["plot", "--methods", "yarn", "--lambda-t", "3", "-o", str(png)]) == 0
+    with Image.open(png) as im:
+        assert im.size == (1200, 900)
+    assert f"wrote {png}" in capsys.readouterr().out
+
+
+# -- bench ----------------------------------------------------------------------------------------------------
+def test_bench_prints_both_tables(capsys):
+    assert main(["bench", "--tiny", "--grids", "4,6", "--repeats", "2"]) == 0
+    text = capsys.readouterr().out
+    model_rows = re.findall(
+        r"^\| cpu \| torch \| (\d+)x\d+ \|.*\| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.]+)x \| ([\d.]+)x \|$", text, re.M
+    )
+    assert [int(r[0]) for r in model_rows] == [4, 6]
+    for _, stock, patched, _, ratio, best in model_rows:
+        assert float(stock) > 0 and float(patched) > 0 and 0 < float(ratio) < 100 and 0 < float(best) < 100
+    kernel_rows = re.findall(
+        r"^\| cpu \| (\d+) \| (tables|tables \+ q,k) \| (diffusers|dype torch) \| ([\d.]+) \| ([\d.]+)x \|$", text, re.M
+    )
+    assert [(int(n), work, impl) for n, work, impl, *_ in kernel_rows] == [
+        (n, work, impl) for n in (32 + 16, 32 + 36) for work in ("tables", "tables + q,k") for impl in ("diffusers", "dype torch")
+    ]
+    assert all(float(s) == 1.0 for *_, impl, _, s in kernel_rows if impl == "diffusers")
+    assert "triton backend: needs CUDA" in text
+
+
+def _bench_model_module():
+    spec = importlib.util.spec_from_file_location("bench_model", ROOT / "benchmarks" / "bench_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_section_is_replaced_alone():
+    replace = _bench_model_module().replace_section
+    title = "## Model-level overhead"
+    doc = "# Benchmark results\n\n## Kernels\n\nkernel table\n\n## Model-level overhead\n\nold\n\n## Later\n\nkeep\n"
+    new = replace(doc, title, "new numbers")
+    assert new == "# Benchmark results\n\n## Kernels\n\nkernel table\n\n## Model-level overhead\n\nnew numbers\n\n## Later\n\nkeep\n"
+    assert replace("# R\n\n## Kernels\n\nk\n", title, "x") == "# R\n\n## Kernels\n\nk\n\n## Model-level overhead\n\nx\n"
+    assert replace("", title, "x") == "# Benchmark results\n\n## Model-level overhead\n\nx\n"
+    assert replace(replace(doc, title, "y"), title, "y") == replace(doc, title, "y")
+
+
+# -- arguments ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["demo", "--steps", "0"], "--steps"),
+        (["demo", "--factor", "4x"], "--factor"),
+        (["demo", "--method", "rope2"], "--method"),
+        (["demo", "--lambda-s", "-1"], "--lambda-s"),
+        (["demo", "-o", "out.jpg"], ".png"),
+        (["demo", "-o", "no/such/folder/x.png"], "does not exist"),
+        (["plot", "--dim", "7"], "even"),
+        (["plot", "--methods", "pi,rope2"], "rope2"),
+        (["plot", "--theta", "nan"], "--theta"),
+        (["plot", "--num-t", "1"], "--num-t"),
+        (["generate", "--prompt", "x"], "--model"),
+        (["generate", "--model", "no/such/pipeline/dir", "--prompt", "x"], "cannot load"),
+        (["generate", "--model", ".", "--prompt", "x", "-o", "x.jpg"], ".png"),
+        (["bench", "--device", "cuda:0"] if not torch.cuda.is_available() else ["bench", "--device", "tpu"], "device"),
+        (["generate", "--model", ".", "--prompt", "x", "--device", "warp-drive"], "--device"),
+        (["rotate"], "rotate"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_status_2(argv, needle, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("dype-rope: error:") and needle in err and "Traceback" not in err
+
+
+def test_help_documents_every_option(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == {"demo", "plot", "generate", "bench"}
+    for name, sub in commands.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings} has no help text"
+            for opt in action.option_strings:
+                assert opt in text
+
+
+# -- generate -------------------------------------------------------------------------------------------------
+def _tiny_flux_pipeline(folder: Path) -> None:
+    """A FluxPipeline of tiny seeded components, tokenizers included, built offline and saved to `folder`."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6),
+    )
+    vae = AutoencoderKL(
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1, latent_channels=1,
+        norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+    )
+    clip = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37, num_attention_heads=4,
+        num_hidden_layers=1, vocab_size=64, projection_dim=32,
+    ))
+    t5 = T5EncoderModel(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4))
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in letters:
+        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)] + [(c, -3.0) for c in letters]
+    tokenizer_2 = T5TokenizerFast(vocab=pieces, extra_ids=0)
+    FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=clip, tokenizer=tokenizer,
+        text_encoder_2=t5, tokenizer_2=tokenizer_2, transformer=transformer,
+    ).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline_dir(tmp_path_factory):
+    # FluxPipeline's text encoders and tokenizers are transformers classes; the dev extra installs it.
+    folder = tmp_path_factory.mktemp("tiny_flux_pipeline")
+    _tiny_flux_pipeline(folder)
+    return folder
+
+
+def test_generate_saves_image_settings_and_comparison(tiny_pipeline_dir, tmp_path, capsys):
+    import dype_rope
+
+    assert hasattr(dype_rope, "enable"), "dype_rope.enable is missing"
+    out = tmp_path / "fox.png"
+    argv = ["generate", "--model", str(tiny_pipeline_dir), "--prompt", "a red fox", "--height", "32", "--width", "32",
+            "--steps", "3", "--seed", "7", "--base-grid", "4", "--method", "pi", "-o", str(out), "--compare"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    for label in ("no DyPE", "PI", "Dy-PI"):
+        assert re.search(rf"{label} \[#+\] 3/3", text), text
+    with Image.open(out) as im:
+        assert im.size == (32, 32)
+        meta = json.loads(im.text["dype_rope"])
+        dype_image = np.asarray(im.convert("RGB"))
+    assert meta["method"] == "pi" and meta["dynamic"] is True and meta["lambda_s"] == 2.0 and meta["lambda_t"] == 2.0
+    assert meta["shift"] == "pinned"
+    assert (meta["prompt"], meta["steps"], meta["seed"], meta["height"], meta["base_grid"]) == ("a red fox", 3, 7, 32, [4, 4])
+    grid_path = tmp_path / "fox_compare.png"
+    with Image.open(grid_path) as im:
+        assert im.size == (96, 32 + 24)
+        grid = np.asarray(im.convert("RGB"))[24:]
+        assert set(json.loads(im.text["dype_rope"])) == {"stock", "static", "dynamic"}
+    stock, static, dynamic = grid[:, :32], grid[:, 32:64], grid[:, 64:]
+    np.testing.assert_array_equal(dynamic, dype_image)  # same seed, same settings: the same picture
+    # 16x16 tokens over a 4x4 base grid: Dy-PI divides positions by 4^(2 t^2), PI by 4, stock by 1
+    assert np.abs(stock.astype(int) - dynamic).max() > 0
+    assert np.abs(static.astype(int) - dynamic).max() > 0
