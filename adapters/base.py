@@ -120,6 +120,12 @@ def argument_reader(forward: Callable, name: str) -> Callable[[tuple, dict], Any
     return read
 
 
+def spans_on(sizes: Sequence[float], dtype: torch.dtype, device) -> Tensor:
+    """Per-axis sizes known on the host (tensor shapes, img_shapes) as a [n_axes] tensor on `device`, each
+    filled on the device rather than copied from host memory (a copy would stall the stream every step)."""
+    return torch.stack([torch.full((), float(s), dtype=dtype, device=device) for s in sizes])
+
+
 def image_spans(ids: Tensor) -> Tensor:
     """Per-axis extent (max position + 1) of the generated image's tokens in ids [L, n] or [B, L, n].
 
@@ -217,17 +223,32 @@ class Adapter:
         one = torch.ones((), dtype=spans.dtype, device=spans.device)
         return torch.stack([ratios.get(a, one) for a in range(spans.shape[0])])
 
-    def capture(self, *names: str) -> Callable[[tuple, dict], None]:
-        """A `begin` for hook_calls that stores the model arguments `timestep` and the ids argument."""
-        read_t = argument_reader(self.model.forward, names[0])
-        read_ids = argument_reader(self.model.forward, names[1])
+    def capture(self, timestep_name: str, ids_name: str | None = None) -> Callable[[tuple, dict], None]:
+        """A `begin` for hook_calls that stores the call's raw timestep argument (and its position ids, for
+        models that take them as an argument) in the step context: no tensor work, so no extra graph."""
+        read_t = argument_reader(self.model.forward, timestep_name)
+        read_ids = argument_reader(self.model.forward, ids_name) if ids_name else None
+        step = self.step
 
         def begin(args: tuple, kwargs: dict) -> None:
-            self.step.clear()
-            self.step.timestep = read_t(args, kwargs)
-            self.step.ids = read_ids(args, kwargs)
+            step.clear()
+            step.timestep = read_t(args, kwargs)
+            if read_ids is not None:
+                step.ids = read_ids(args, kwargs)
 
         return begin
+
+    def axis_base_lens(self, n_axes: int) -> tuple[float, ...]:
+        """YaRN's base length L of every axis: the base grid on rescaled axes, 1 (unused) on the others."""
+        grid = dict(zip(self.rescaled_axes, self.base_grid))
+        return tuple(float(grid.get(a, 1.0)) for a in range(n_axes))
+
+    def outside_forward(self) -> RuntimeError:
+        """The error of a position encoding called without its model's call (no timestep captured)."""
+        return RuntimeError(
+            f"the DyPE position encoding of {type(self.model).__name__} was called outside the model's forward; "
+            "call the patched model itself"
+        )
 
     def plan_step(self, t: Tensor, spans: Tensor, axes_dims: Sequence[int], theta: float, base_lens) -> RopePlan:
         """Scales and plan of this call from its diffusion time and the generated image's spans."""

@@ -28,8 +28,7 @@ from torch import Tensor, nn
 from dype_rope.rope import check_axes_dims, freq_dtype, rope_tables
 from dype_rope.timestep import diffusion_time
 
-from .base import Adapter, register_adapter
-from .call_time import capture_timestep, spans_on
+from .base import Adapter, register_adapter, spans_on
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_cogview4 import CogView4RotaryPosEmbed, CogView4Transformer2DModel
@@ -102,10 +101,7 @@ class CogView4Adapter(Adapter):
             if all(r <= 1 for r in ratios):
                 return None
             if step.timestep is None:
-                raise RuntimeError(
-                    f"the DyPE position embedding of {type(model).__name__} was called outside the model's forward; "
-                    "call the patched model itself"
-                )
+                raise self.outside_forward()
             device = hidden_states.device
             dtype = freq_dtype(device)
             rows, cols = (
@@ -121,4 +117,4 @@ class CogView4Adapter(Adapter):
 
         model.rope = DyPECogView4RotaryPosEmbed(original, tables)
         self.on_remove(lambda: setattr(model, "rope", original))
-        self.hook_calls(capture_timestep(self, "timestep"))
+        self.hook_calls(self.capture("timestep"))

@@ -29,7 +29,6 @@ from dype_rope.rope_formats import rotation_matrices
 from dype_rope.timestep import diffusion_time
 
 from .base import Adapter, image_spans, register_adapter
-from .call_time import capture_timestep
 
 TIME_ARGUMENTS = ("timestep", "timesteps", "t", "sigma", "sigmas")
 
@@ -176,16 +175,12 @@ class EmbedNDAdapter(Adapter):
         theta = float(original.theta)
         time_name = self._time_argument()
         axes, dtype = self._probe(original, axes_dims, theta)
-        base_lens = [1.0] * len(axes_dims)
-        base_lens[1], base_lens[2] = map(float, self.base_grid)
+        base_lens = self.axis_base_lens(len(axes_dims))
         step = self.step
 
         def plan_of_call(ids: Tensor) -> RopePlan:
             if step.timestep is None:
-                raise RuntimeError(
-                    f"the DyPE position embedding of {type(self.model).__name__} was called outside the model's "
-                    f"forward (or without {time_name}); call the patched model itself"
-                )
+                raise self.outside_forward()
             spans = image_spans(ids if ids.dim() <= 3 else ids.flatten(0, -3))
             t = diffusion_time(
                 step.timestep,
@@ -198,4 +193,4 @@ class EmbedNDAdapter(Adapter):
 
         setattr(parent, attr, DyPEEmbedND(original, axes, dtype, plan_of_call))
         self.on_remove(lambda: setattr(parent, attr, original))
-        self.hook_calls(capture_timestep(self, time_name))
+        self.hook_calls(self.capture(time_name))

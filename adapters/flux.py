@@ -47,10 +47,14 @@ class FluxAdapter(Adapter):
     name = "flux"
     pixels_per_token = 16
     rescaled_axes = (1, 2)
+    axis_names = ("text", "rows", "columns")
+    embed_cls = FluxPosEmbed  # the stock module this adapter replaces
+    dype_embed_cls = DyPEFluxPosEmbed
+    fused_attention = True  # backend="triton" swaps in the fused QK-norm + RoPE attention processors
 
     @classmethod
     def detects(cls, model: nn.Module) -> bool:
-        return FluxPosEmbed is not None and isinstance(getattr(model, "pos_embed", None), FluxPosEmbed)
+        return cls.embed_cls is not None and isinstance(getattr(model, "pos_embed", None), cls.embed_cls)
 
     def default_base_grid(self) -> tuple[int, int]:
         return FLUX_BASE_GRID
@@ -60,30 +64,34 @@ class FluxAdapter(Adapter):
         original = model.pos_embed
         if isinstance(original, DyPEFluxPosEmbed):
             raise RuntimeError(f"{type(model).__name__}.pos_embed is already a DyPE embedding (a copy of a patched model?)")
-        if not (FluxPosEmbed is not None and isinstance(original, FluxPosEmbed)):
-            raise TypeError(f"{type(model).__name__}.pos_embed is {type(original).__name__}, not FluxPosEmbed")
+        if not (self.embed_cls is not None and isinstance(original, self.embed_cls)):
+            raise TypeError(
+                f"{type(model).__name__}.pos_embed is {type(original).__name__}, not {self.embed_cls.__name__}"
+            )
         head_dim = getattr(getattr(model, "config", None), "attention_head_dim", None)
         axes_dims = check_axes_dims(original.axes_dim, head_dim)
-        if len(axes_dims) != 3:
-            raise ValueError(f"the FLUX adapter expects 3 RoPE axes (text, rows, columns), got {len(axes_dims)}")
+        if len(axes_dims) != len(self.axis_names):
+            raise ValueError(
+                f"the {self.name} adapter expects {len(self.axis_names)} RoPE axes ({', '.join(self.axis_names)}), "
+                f"got {len(axes_dims)}"
+            )
         theta = float(original.theta)
-        base_lens = (1.0, *map(float, self.base_grid))
+        base_lens = self.axis_base_lens(len(axes_dims))
         step = self.step
 
         def plan_of_call() -> RopePlan:
             if step.ids is None:
-                raise RuntimeError(
-                    f"the DyPE position embedding of {type(model).__name__} was called outside the model's forward "
-                    "(or without img_ids); call the patched model itself"
-                )
-            spans = image_spans(step.ids)  # from the full ids, before any context-parallel split
-            t = diffusion_time(step.timestep, dtype=spans.dtype, device=spans.device)
-            return self.plan_step(t, spans, axes_dims, theta, base_lens)
+                raise self.outside_forward()
+            if step.plan is None:  # one plan per call, however often the model embeds positions (FLUX.2: twice)
+                spans = image_spans(step.ids)  # from the full ids, before any context-parallel split
+                t = diffusion_time(step.timestep, dtype=spans.dtype, device=spans.device)
+                self.plan_step(t, spans, axes_dims, theta, base_lens)
+            return step.plan
 
-        model.pos_embed = DyPEFluxPosEmbed(original.theta, original.axes_dim, plan_of_call)
+        model.pos_embed = self.dype_embed_cls(original.theta, original.axes_dim, plan_of_call)
         self.on_remove(lambda: setattr(model, "pos_embed", original))
         self.hook_calls(self.capture("timestep", "img_ids"))
-        if self.backend == "triton":
+        if self.backend == "triton" and self.fused_attention:
             from .flux_fused import install_fused_attention
 
             install_fused_attention(self)

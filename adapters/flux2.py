@@ -8,13 +8,8 @@ The replacement returns the same interleaved (cos, sin) tables as Flux2PosEmbed,
 
 from __future__ import annotations
 
-from torch import nn
-
-from dype_rope.rope import RopePlan, check_axes_dims
-from dype_rope.timestep import diffusion_time
-
-from .base import Adapter, image_spans, register_adapter
-from .flux import DyPEFluxPosEmbed
+from .base import register_adapter
+from .flux import DyPEFluxPosEmbed, FluxAdapter
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_flux2 import Flux2PosEmbed, Flux2Transformer2DModel
@@ -29,45 +24,15 @@ class DyPEFlux2PosEmbed(DyPEFluxPosEmbed):
 
 
 @register_adapter(*(c for c in (Flux2Transformer2DModel,) if c is not None), detect=True)
-class Flux2Adapter(Adapter):
-    name = "flux2"
-    pixels_per_token = 16
-    rescaled_axes = (1, 2)
+class Flux2Adapter(FluxAdapter):
+    """FLUX's adapter on four axes; the model embeds image and text positions in two calls per step, which
+    share the call's one plan."""
 
-    @classmethod
-    def detects(cls, model: nn.Module) -> bool:
-        return Flux2PosEmbed is not None and isinstance(getattr(model, "pos_embed", None), Flux2PosEmbed)
+    name = "flux2"
+    axis_names = ("T", "H", "W", "L")
+    embed_cls = Flux2PosEmbed
+    dype_embed_cls = DyPEFlux2PosEmbed
+    fused_attention = False  # the fused processors are FLUX.1's; FLUX.2 applies its tables in its own attention
 
     def default_base_grid(self) -> tuple[int, int]:
         return FLUX2_BASE_GRID
-
-    def install(self) -> None:
-        model = self.model
-        original = model.pos_embed
-        if isinstance(original, DyPEFluxPosEmbed):
-            raise RuntimeError(f"{type(model).__name__}.pos_embed is already a DyPE embedding (a copy of a patched model?)")
-        if not (Flux2PosEmbed is not None and isinstance(original, Flux2PosEmbed)):
-            raise TypeError(f"{type(model).__name__}.pos_embed is {type(original).__name__}, not Flux2PosEmbed")
-        head_dim = getattr(getattr(model, "config", None), "attention_head_dim", None)
-        axes_dims = check_axes_dims(original.axes_dim, head_dim)
-        if len(axes_dims) != 4:
-            raise ValueError(f"the FLUX.2 adapter expects 4 RoPE axes (T, H, W, L), got {len(axes_dims)}")
-        theta = float(original.theta)
-        base_lens = (1.0, *map(float, self.base_grid), 1.0)
-        step = self.step
-
-        def plan_of_call() -> RopePlan:
-            if step.ids is None:
-                raise RuntimeError(
-                    f"the DyPE position embedding of {type(model).__name__} was called outside the model's forward "
-                    "(or without img_ids); call the patched model itself"
-                )
-            if step.plan is None:  # pos_embed runs twice per call (image, text): one plan serves both
-                spans = image_spans(step.ids)
-                t = diffusion_time(step.timestep, dtype=spans.dtype, device=spans.device)
-                self.plan_step(t, spans, axes_dims, theta, base_lens)
-            return step.plan
-
-        model.pos_embed = DyPEFlux2PosEmbed(original.theta, original.axes_dim, plan_of_call)
-        self.on_remove(lambda: setattr(model, "pos_embed", original))
-        self.hook_calls(self.capture("timestep", "img_ids"))

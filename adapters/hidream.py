@@ -19,7 +19,6 @@ from dype_rope.rope import RopePlan, check_axes_dims
 from dype_rope.timestep import diffusion_time
 
 from .base import Adapter, image_spans, register_adapter
-from .call_time import capture_timestep
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_hidream_image import (
@@ -85,15 +84,12 @@ class HiDreamAdapter(Adapter):
         if len(axes_dims) != 3:
             raise ValueError(f"the HiDream adapter expects 3 RoPE axes (frame, rows, columns), got {len(axes_dims)}")
         theta = float(original.theta)
-        base_lens = (1.0, *map(float, self.base_grid))
+        base_lens = self.axis_base_lens(len(axes_dims))
         step = self.step
 
         def plan_of_call(ids: Tensor) -> RopePlan:
             if step.timestep is None:
-                raise RuntimeError(
-                    f"the DyPE position embedding of {type(model).__name__} was called outside the model's forward; "
-                    "call the patched model itself"
-                )
+                raise self.outside_forward()
             # The model builds its ids inside forward, so they are read here, not by the pre-hook.
             spans = image_spans(ids)
             t = diffusion_time(step.timestep, divide_by=HIDREAM_TIMESTEP_RANGE, dtype=spans.dtype, device=spans.device)
@@ -101,4 +97,4 @@ class HiDreamAdapter(Adapter):
 
         model.pe_embedder = DyPEHiDreamEmbedND(original.theta, original.axes_dim, plan_of_call)
         self.on_remove(lambda: setattr(model, "pe_embedder", original))
-        self.hook_calls(capture_timestep(self, "timesteps"))
+        self.hook_calls(self.capture("timesteps"))

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from dype_rope.rope import RopePlan, check_axes_dims
 
 from .base import register_adapter
-from .call_time import capture_timestep
 from .parallel import carry_parallel_hooks
 from .video import VideoAdapter, grid_tables, latent_grid
 
@@ -91,4 +90,4 @@ class HunyuanVideoAdapter(VideoAdapter):
         model.rope = replacement
         self.on_remove(lambda: setattr(model, "rope", original))
         self.on_remove(lambda: carry_parallel_hooks(replacement, original))  # parallelised while patched
-        self.hook_calls(capture_timestep(self, "timestep"))
+        self.hook_calls(self.capture("timestep"))

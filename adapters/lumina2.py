@@ -23,7 +23,6 @@ from dype_rope.rope_formats import complex_table
 from dype_rope.timestep import diffusion_time
 
 from .base import Adapter, register_adapter
-from .call_time import capture_timestep
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_lumina2 import Lumina2RotaryPosEmbed, Lumina2Transformer2DModel
@@ -83,15 +82,12 @@ class Lumina2Adapter(Adapter):
         if len(axes_dims) != 3:
             raise ValueError(f"the Lumina2 adapter expects 3 RoPE axes (caption, rows, cols), got {len(axes_dims)}")
         theta = float(original.theta)
-        base_lens = (1.0, *map(float, self.base_grid))
+        base_lens = self.axis_base_lens(len(axes_dims))
         step = self.step
 
         def plan_of_call(ids: Tensor) -> RopePlan:
             if step.timestep is None:
-                raise RuntimeError(
-                    f"the DyPE position embedding of {type(model).__name__} was called outside the model's forward; "
-                    "call the patched model itself"
-                )
+                raise self.outside_forward()
             # Caption tokens sit at row = col = 0 and padding at 0 too, so the extents are the image's.
             dtype = freq_dtype(ids.device)
             spans = ids.reshape(-1, ids.shape[-1]).amax(dim=0).to(dtype) + 1
@@ -100,4 +96,4 @@ class Lumina2Adapter(Adapter):
 
         model.rope_embedder = DyPELumina2RotaryPosEmbed(original, plan_of_call)
         self.on_remove(lambda: setattr(model, "rope_embedder", original))
-        self.hook_calls(capture_timestep(self, "timestep"))
+        self.hook_calls(self.capture("timestep"))

@@ -24,8 +24,7 @@ from dype_rope.rope_formats import complex_table
 from dype_rope.schedules import plain_inv_freq
 from dype_rope.timestep import diffusion_time
 
-from .base import Adapter, register_adapter
-from .call_time import capture_timestep, spans_on
+from .base import Adapter, register_adapter, spans_on
 from .parallel import carry_parallel_hooks
 
 try:  # diffusers is optional: without it the adapter simply never matches
@@ -135,15 +134,12 @@ class QwenImageAdapter(Adapter):
         if len(axes_dims) != 3:
             raise ValueError(f"the Qwen-Image adapter expects 3 RoPE axes (frame, rows, cols), got {len(axes_dims)}")
         theta = original.theta
-        base_lens = (1.0, *map(float, self.base_grid))
+        base_lens = self.axis_base_lens(len(axes_dims))
         step = self.step
 
         def plan_of_call(shapes: Sequence[tuple[int, int, int]], device: torch.device) -> RopePlan:
             if step.timestep is None:
-                raise RuntimeError(
-                    f"the DyPE position embedding of {type(model).__name__} was called outside the model's forward "
-                    "(or without a timestep); call the patched model itself"
-                )
+                raise self.outside_forward()
             dtype = freq_dtype(device)
             frames, rows, cols = shapes[0]  # the generated image sets the scale
             spans = spans_on((frames, rows, cols), dtype, device)
@@ -155,5 +151,5 @@ class QwenImageAdapter(Adapter):
         carry_parallel_hooks(original, replacement)  # pos_embed is in _cp_plan; enable_parallelism may run first
         model.pos_embed = replacement
         self.on_remove(lambda: setattr(model, "pos_embed", original))
-        self.hook_calls(capture_timestep(self, "timestep"))
+        self.hook_calls(self.capture("timestep"))
 

@@ -26,7 +26,6 @@ from dype_rope.sincos import axis_sincos, grid_sincos, sincos_frequencies, sinco
 from dype_rope.timestep import diffusion_time
 
 from .base import Adapter, register_adapter
-from .call_time import capture_timestep
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.embeddings import PatchEmbed
@@ -100,10 +99,7 @@ class SD3Adapter(Adapter):
             t = None
             if any(rescaled):
                 if step.timestep is None:
-                    raise RuntimeError(
-                        f"the DyPE position embedding of {type(model).__name__} was called outside the model's "
-                        "forward; call the patched model itself"
-                    )
+                    raise self.outside_forward()
                 t = diffusion_time(step.timestep, divide_by=SD3_TIMESTEP_RANGE, dtype=dtype, device=buffer.device)
                 step.t = t
                 step.scales = torch.stack([torch.full((), r, dtype=dtype, device=buffer.device) for r in ratios])
@@ -119,4 +115,4 @@ class SD3Adapter(Adapter):
 
         embed.cropped_pos_embed = cropped_pos_embed
         self.on_remove(lambda: delattr(embed, "cropped_pos_embed"))
-        self.hook_calls(capture_timestep(self, "timestep"))
+        self.hook_calls(self.capture("timestep"))

@@ -24,8 +24,7 @@ from dype_rope.config import DyPEConfig
 from dype_rope.rope import RopePlan, freq_dtype, plain_plan, rope_tables
 from dype_rope.timestep import diffusion_time
 
-from .base import Adapter
-from .call_time import spans_on
+from .base import Adapter, spans_on
 
 SPATIAL_AXES = (1, 2)
 ALL_AXES = (0, 1, 2)
@@ -112,14 +111,10 @@ class VideoAdapter(Adapter):
         """Whether the temporal axis is rescaled (a base frame count was given)."""
         return 0 in self.rescaled_axes
 
-    def base_lens(self) -> tuple[float, float, float]:
-        frames = float(self.base_grid[0]) if self.temporal else 1.0
-        return (frames, float(self.base_grid[-2]), float(self.base_grid[-1]))
-
     def axis_scales(self, spans: Tensor) -> Tensor:
         """Per-axis size ratio; "isotropic" shares the largest spatial ratio between rows and columns only:
         frames are a different kind of extent and keep their own ratio."""
-        base = spans_on(self.base_lens(), spans.dtype, spans.device)
+        base = spans_on(self.axis_base_lens(3), spans.dtype, spans.device)
         ratios = spans / base
         spatial = ratios[1:]
         if self.aspect == "isotropic":
@@ -131,10 +126,7 @@ class VideoAdapter(Adapter):
                    angle_dtype: torch.dtype) -> RopePlan:
         """This call's plan for a token grid (frames, rows, columns), in the model's angle precision."""
         if self.step.timestep is None:
-            raise RuntimeError(
-                f"the DyPE rotary embedding of {type(self.model).__name__} was called outside the model's forward; "
-                "call the patched model itself"
-            )
+            raise self.outside_forward()
         dtype = freq_dtype(device)
         timestep = self.step.timestep
         if isinstance(timestep, Tensor) and timestep.dim() == 2:
@@ -143,5 +135,5 @@ class VideoAdapter(Adapter):
             timestep = timestep.amax(dim=1)
         t = diffusion_time(timestep, divide_by=self.timestep_range, dtype=dtype, device=device)
         spans = spans_on(grid, dtype, device)
-        plan = self.plan_step(t, spans, axes_dims, theta, self.base_lens())
+        plan = self.plan_step(t, spans, axes_dims, theta, self.axis_base_lens(3))
         return in_precision(plan, axes_dims, theta, angle_dtype)

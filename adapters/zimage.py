@@ -24,8 +24,7 @@ from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
 from dype_rope.rope_formats import complex_table
 from dype_rope.timestep import diffusion_time
 
-from .base import Adapter, argument_reader, register_adapter
-from .call_time import spans_on
+from .base import Adapter, argument_reader, register_adapter, spans_on
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_z_image import RopeEmbedder, ZImageTransformer2DModel
@@ -82,16 +81,13 @@ class ZImageAdapter(Adapter):
         if len(axes_dims) != 3:
             raise ValueError(f"the Z-Image adapter expects 3 RoPE axes (sequence, rows, cols), got {len(axes_dims)}")
         theta = float(original.theta)
-        base_lens = (1.0, *map(float, self.base_grid))
+        base_lens = self.axis_base_lens(len(axes_dims))
         step = self.step
         grid: list[tuple[int, int]] = []  # (rows, cols) of the current call's generated image
 
         def plan_of_call(device: torch.device) -> RopePlan:
             if step.timestep is None or not grid:
-                raise RuntimeError(
-                    f"the DyPE rope embedder of {type(model).__name__} was called outside the model's forward; "
-                    "call the patched model itself"
-                )
+                raise self.outside_forward()
             if step.plan is None:
                 dtype = freq_dtype(device)
                 spans = spans_on((1, *grid[-1]), dtype, device)
