@@ -243,6 +243,18 @@ class Adapter:
         grid = dict(zip(self.rescaled_axes, self.base_grid))
         return tuple(float(grid.get(a, 1.0)) for a in range(n_axes))
 
+    def stock_encoding(self, attr: str, stock_cls: type | None, dype_cls: type | None):
+        """The model's own position encoding at `attr`, refusing one DyPE already replaced (a copy of a patched
+        model) and one of another type (the adapter would misread it)."""
+        original = getattr(self.model, attr, None)
+        owner = f"{type(self.model).__name__}.{attr}"
+        if dype_cls is not None and isinstance(original, dype_cls):
+            raise RuntimeError(f"{owner} is already a DyPE embedding (a copy of a patched model?)")
+        if stock_cls is None or not isinstance(original, stock_cls):
+            expected = getattr(stock_cls, "__name__", "the stock module (is diffusers installed?)")
+            raise TypeError(f"{owner} is {type(original).__name__}, not {expected}")
+        return original
+
     def outside_forward(self) -> RuntimeError:
         """The error of a position encoding called without its model's call (no timestep captured)."""
         return RuntimeError(

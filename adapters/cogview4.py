@@ -81,11 +81,7 @@ class CogView4Adapter(Adapter):
 
     def install(self) -> None:
         model = self.model
-        original = model.rope
-        if isinstance(original, DyPECogView4RotaryPosEmbed):
-            raise RuntimeError(f"{type(model).__name__}.rope is already a DyPE embedding (a copy of a patched model?)")
-        if not (CogView4RotaryPosEmbed is not None and isinstance(original, CogView4RotaryPosEmbed)):
-            raise TypeError(f"{type(model).__name__}.rope is {type(original).__name__}, not CogView4RotaryPosEmbed")
+        original = self.stock_encoding("rope", CogView4RotaryPosEmbed, DyPECogView4RotaryPosEmbed)
         if original.dim % 4:
             raise ValueError(f"CogView4's RoPE needs a head dim divisible by 4, got {original.dim}")
         axes_dims = check_axes_dims((original.dim // 2, original.dim // 2))

@@ -61,13 +61,7 @@ class FluxAdapter(Adapter):
 
     def install(self) -> None:
         model = self.model
-        original = model.pos_embed
-        if isinstance(original, DyPEFluxPosEmbed):
-            raise RuntimeError(f"{type(model).__name__}.pos_embed is already a DyPE embedding (a copy of a patched model?)")
-        if not (self.embed_cls is not None and isinstance(original, self.embed_cls)):
-            raise TypeError(
-                f"{type(model).__name__}.pos_embed is {type(original).__name__}, not {self.embed_cls.__name__}"
-            )
+        original = self.stock_encoding("pos_embed", self.embed_cls, DyPEFluxPosEmbed)
         head_dim = getattr(getattr(model, "config", None), "attention_head_dim", None)
         axes_dims = check_axes_dims(original.axes_dim, head_dim)
         if len(axes_dims) != len(self.axis_names):

@@ -73,13 +73,7 @@ class HiDreamAdapter(Adapter):
 
     def install(self) -> None:
         model = self.model
-        original = model.pe_embedder
-        if isinstance(original, DyPEHiDreamEmbedND):
-            raise RuntimeError(
-                f"{type(model).__name__}.pe_embedder is already a DyPE embedding (a copy of a patched model?)"
-            )
-        if not (HiDreamImageEmbedND is not None and isinstance(original, HiDreamImageEmbedND)):
-            raise TypeError(f"{type(model).__name__}.pe_embedder is {type(original).__name__}, not HiDreamImageEmbedND")
+        original = self.stock_encoding("pe_embedder", HiDreamImageEmbedND, DyPEHiDreamEmbedND)
         axes_dims = check_axes_dims(original.axes_dim)
         if len(axes_dims) != 3:
             raise ValueError(f"the HiDream adapter expects 3 RoPE axes (frame, rows, columns), got {len(axes_dims)}")

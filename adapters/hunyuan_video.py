@@ -71,11 +71,7 @@ class HunyuanVideoAdapter(VideoAdapter):
 
     def install(self) -> None:
         model = self.model
-        original = getattr(model, "rope", None)
-        if isinstance(original, DyPEHunyuanVideoRotaryPosEmbed):
-            raise RuntimeError(f"{type(model).__name__}.rope is already a DyPE embedding (a copy of a patched model?)")
-        if not (HunyuanVideoRotaryPosEmbed is not None and isinstance(original, HunyuanVideoRotaryPosEmbed)):
-            raise TypeError(f"{type(model).__name__}.rope is {type(original).__name__}, not HunyuanVideoRotaryPosEmbed")
+        original = self.stock_encoding("rope", HunyuanVideoRotaryPosEmbed, DyPEHunyuanVideoRotaryPosEmbed)
         head_dim = getattr(getattr(model, "config", None), "attention_head_dim", None)
         axes_dims = check_axes_dims(original.rope_dim, head_dim)
         if len(axes_dims) != 3:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 from torch import Tensor, nn
 
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
@@ -66,13 +65,7 @@ class Lumina2Adapter(Adapter):
 
     def install(self) -> None:
         model = self.model
-        original = model.rope_embedder
-        if DyPELumina2RotaryPosEmbed is not None and isinstance(original, DyPELumina2RotaryPosEmbed):
-            raise RuntimeError(
-                f"{type(model).__name__}.rope_embedder is already a DyPE embedding (a copy of a patched model?)"
-            )
-        if not (Lumina2RotaryPosEmbed is not None and isinstance(original, Lumina2RotaryPosEmbed)):
-            raise TypeError(f"{type(model).__name__}.rope_embedder is {type(original).__name__}, not Lumina2RotaryPosEmbed")
+        original = self.stock_encoding("rope_embedder", Lumina2RotaryPosEmbed, DyPELumina2RotaryPosEmbed)
         if int(model.config.patch_size) * VAE_FACTOR != self.pixels_per_token:
             raise ValueError(
                 f"the Lumina2 adapter assumes patch size 2 (16 px per token), the model has {model.config.patch_size}"

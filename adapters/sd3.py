@@ -19,7 +19,7 @@ the instance attribute and the class method shows through again.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dype_rope.rope import freq_dtype
 from dype_rope.sincos import axis_sincos, grid_sincos, sincos_frequencies, sincos_plain

@@ -87,11 +87,7 @@ class WanAdapter(VideoAdapter):
 
     def install(self) -> None:
         model = self.model
-        original = getattr(model, "rope", None)
-        if isinstance(original, DyPEWanRotaryPosEmbed):
-            raise RuntimeError(f"{type(model).__name__}.rope is already a DyPE embedding (a copy of a patched model?)")
-        if not (WanRotaryPosEmbed is not None and isinstance(original, WanRotaryPosEmbed)):
-            raise TypeError(f"{type(model).__name__}.rope is {type(original).__name__}, not WanRotaryPosEmbed")
+        original = self.stock_encoding("rope", WanRotaryPosEmbed, DyPEWanRotaryPosEmbed)
         axes_dims = wan_axes_dims(original.attention_head_dim)
         if (original.t_dim, original.h_dim, original.w_dim) != axes_dims:
             raise ValueError(f"unexpected Wan RoPE split {(original.t_dim, original.h_dim, original.w_dim)}")

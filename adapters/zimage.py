@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
 from dype_rope.rope_formats import complex_table
@@ -70,13 +70,7 @@ class ZImageAdapter(Adapter):
 
     def install(self) -> None:
         model = self.model
-        original = model.rope_embedder
-        if isinstance(original, DyPERopeEmbedder):
-            raise RuntimeError(
-                f"{type(model).__name__}.rope_embedder is already a DyPE embedding (a copy of a patched model?)"
-            )
-        if not (RopeEmbedder is not None and isinstance(original, RopeEmbedder)):
-            raise TypeError(f"{type(model).__name__}.rope_embedder is {type(original).__name__}, not RopeEmbedder")
+        original = self.stock_encoding("rope_embedder", RopeEmbedder, DyPERopeEmbedder)
         axes_dims = check_axes_dims(original.axes_dims, model.config.dim // model.config.n_heads)
         if len(axes_dims) != 3:
             raise ValueError(f"the Z-Image adapter expects 3 RoPE axes (sequence, rows, cols), got {len(axes_dims)}")

@@ -139,7 +139,6 @@ def model_overhead(
             with torch.inference_mode():
                 stock_s, patched_s = alternate([lambda: stock(**inputs), lambda: patched(**inputs)], repeats, device)
             handle.remove()
-            del patched
             ratio = statistics.median(p / s for p, s in zip(patched_s, stock_s))
             extra = 1e3 * statistics.median(p - s for p, s in zip(patched_s, stock_s))
             ms = 1e3 * statistics.median(stock_s), 1e3 * statistics.median(patched_s)

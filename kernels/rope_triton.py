@@ -7,7 +7,6 @@ and no cos / sin table ever reaches memory. Reference: dype_rope.rope.apply_rope
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
