@@ -147,6 +147,8 @@ class Adapter:
     name = "adapter"
     pixels_per_token = 16
     rescaled_axes: tuple[int, ...] = ()
+    # True where install() routes the family's attention through the fused kernels for backend="triton"
+    fused_attention = False
 
     def __init__(
         self,
@@ -160,6 +162,14 @@ class Adapter:
         self.model = model
         self.cfg = cfg
         self.aspect = aspect
+        if backend not in ("torch", "triton"):
+            raise ValueError(f"an adapter's backend is 'torch' or 'triton' (patch() resolves 'auto'), got {backend!r}")
+        if backend == "triton" and not self.fused_attention:
+            # an explicit request is refused rather than ignored: the user would believe the kernels ran
+            raise ValueError(
+                f"backend='triton' is not supported for the {self.name} family: its attention is not wired to the "
+                "fused kernels; use backend='torch' or backend='auto'"
+            )
         self.backend = backend  # "torch" or "triton", already resolved from "auto" by patch()
         self.module = module  # the position-encoding module the user pointed at, if any
         self.step = StepContext()

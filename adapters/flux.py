@@ -85,7 +85,11 @@ class FluxAdapter(Adapter):
         model.pos_embed = self.dype_embed_cls(original.theta, original.axes_dim, plan_of_call)
         self.on_remove(lambda: setattr(model, "pos_embed", original))
         self.hook_calls(self.capture("timestep", "img_ids"))
-        if self.backend == "triton" and self.fused_attention:
-            from .flux_fused import install_fused_attention
+        if self.backend == "triton":
+            self.install_fused()
 
-            install_fused_attention(self)
+    def install_fused(self) -> None:
+        """backend="triton": swap attention for the fused processors (imported here: they build on this module)."""
+        from .flux_fused import install_fused_attention
+
+        install_fused_attention(self)

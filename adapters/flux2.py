@@ -3,7 +3,8 @@
 Four RoPE axes (T, H, W, L) with theta 2000. Only H and W (rows, columns) are rescaled: T separates the
 generated image (T = 0) from reference images (T = 10, 20, ...), L indexes text tokens, and neither grows
 with the image. Reference images keep their own positions; the scale comes from the tokens on T = 0.
-The replacement returns the same interleaved (cos, sin) tables as Flux2PosEmbed, so attention is untouched.
+The replacement returns the same interleaved (cos, sin) tables as Flux2PosEmbed, so attention is untouched
+(except with backend="triton": see flux2_fused.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ class Flux2Adapter(FluxAdapter):
     axis_names = ("T", "H", "W", "L")
     embed_cls = Flux2PosEmbed
     dype_embed_cls = DyPEFlux2PosEmbed
-    fused_attention = False  # the fused processors are FLUX.1's; FLUX.2 applies its tables in its own attention
+    fused_attention = True  # backend="triton" swaps in FLUX.2's own fused processors (flux2_fused.py)
 
     def default_base_grid(self) -> tuple[int, int]:
         return FLUX2_BASE_GRID
+
+    def install_fused(self) -> None:
+        from .flux2_fused import install_fused_attention
+
+        install_fused_attention(self)

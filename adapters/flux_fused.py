@@ -18,12 +18,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from dype_rope.kernels import rms_norm_rope_qk, rope_qk, rope_qk_tables
+from dype_rope.kernels import rope_qk_tables
 from dype_rope.rope import RopePlan
 
 from .flux import DyPEFluxPosEmbed
+from .fused_qk import norm_rope
 
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_flux import FluxAttention, FluxAttnProcessor, _get_qkv_projections
@@ -41,28 +42,6 @@ class FusedFluxPosEmbed(DyPEFluxPosEmbed):
 
     def forward(self, ids: Tensor) -> FluxRope:  # type: ignore[override]
         return FluxRope(ids, self._plan_of_call())
-
-
-def _rms_norm_args(norm_q: nn.Module, norm_k: nn.Module, head_dim: int, dtype: torch.dtype):
-    """(q_weight, k_weight, (eps_q, eps_k)) when both norms are torch RMSNorms the kernel can fuse, else None."""
-    norms = (norm_q, norm_k)
-    if not all(type(n) is nn.RMSNorm and tuple(n.normalized_shape) == (head_dim,) for n in norms):
-        return None
-    weights = tuple(n.weight for n in norms)
-    if (weights[0] is None) != (weights[1] is None):
-        return None
-    # nn.RMSNorm's eps=None means the input dtype's machine epsilon
-    eps = tuple(torch.finfo(dtype).eps if n.eps is None else float(n.eps) for n in norms)
-    return weights[0], weights[1], eps
-
-
-def _norm_rope(attn: FluxAttention, norm_q, norm_k, q: Tensor, k: Tensor, positions: Tensor, plan: RopePlan,
-               backend: str) -> tuple[Tensor, Tensor]:
-    fused = _rms_norm_args(norm_q, norm_k, attn.head_dim, q.dtype)
-    if fused is None:
-        return rope_qk(norm_q(q), norm_k(k), positions, plan, "interleaved", 1, backend=backend)
-    q_weight, k_weight, eps = fused
-    return rms_norm_rope_qk(q, k, q_weight, k_weight, positions, plan, eps, "interleaved", 1, backend=backend)
 
 
 class FusedFluxAttnProcessor(FluxAttnProcessor):
@@ -95,13 +74,13 @@ class FusedFluxAttnProcessor(FluxAttnProcessor):
             positions, plan = image_rotary_emb
             if joint:
                 n_text = enc_query.shape[1]
-                enc_query, enc_key = _norm_rope(attn, attn.norm_added_q, attn.norm_added_k, enc_query, enc_key,
+                enc_query, enc_key = norm_rope(attn.norm_added_q, attn.norm_added_k, enc_query, enc_key,
                                                 positions[..., :n_text, :], plan, self.backend)
-                query, key = _norm_rope(attn, attn.norm_q, attn.norm_k, query, key, positions[..., n_text:, :], plan,
+                query, key = norm_rope(attn.norm_q, attn.norm_k, query, key, positions[..., n_text:, :], plan,
                                         self.backend)
                 query, key = torch.cat([enc_query, query], dim=1), torch.cat([enc_key, key], dim=1)
             else:
-                query, key = _norm_rope(attn, attn.norm_q, attn.norm_k, query, key, positions, plan, self.backend)
+                query, key = norm_rope(attn.norm_q, attn.norm_k, query, key, positions, plan, self.backend)
         else:
             query, key = attn.norm_q(query), attn.norm_k(key)
             if joint:

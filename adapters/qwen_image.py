@@ -115,6 +115,7 @@ class QwenImageAdapter(Adapter):
     name = "qwen-image"
     pixels_per_token = 16
     rescaled_axes = (1, 2)
+    fused_attention = True  # backend="triton" swaps in the fused processors (qwen_image_fused.py)
 
     def default_base_grid(self) -> tuple[int, int]:
         return QWEN_IMAGE_BASE_GRID
@@ -152,4 +153,7 @@ class QwenImageAdapter(Adapter):
         model.pos_embed = replacement
         self.on_remove(lambda: setattr(model, "pos_embed", original))
         self.hook_calls(self.capture("timestep"))
+        if self.backend == "triton":
+            from .qwen_image_fused import install_fused_attention  # builds on this module
 
+            install_fused_attention(self)

@@ -76,6 +76,7 @@ class WanAdapter(VideoAdapter):
 
     name = "wan"
     pixels_per_token = 16
+    fused_attention = True  # backend="triton" swaps in the fused processors (wan_fused.py)
 
     @classmethod
     def detects(cls, model: nn.Module) -> bool:
@@ -102,3 +103,7 @@ class WanAdapter(VideoAdapter):
         self.on_remove(lambda: setattr(model, "rope", original))
         self.on_remove(lambda: carry_parallel_hooks(replacement, original))  # parallelised while patched
         self.hook_calls(self.capture("timestep"))
+        if self.backend == "triton":
+            from .wan_fused import install_fused_attention  # builds on this module
+
+            install_fused_attention(self)

@@ -86,12 +86,16 @@ def _base_grid(adapter_cls, base_grid, base_resolution) -> tuple[int, ...] | Non
     return grid
 
 
-def resolve_backend(backend: str, model: nn.Module) -> str:
-    """"auto" -> "triton" when the model sits on CUDA and the fused kernels import, else "torch"."""
+def resolve_backend(backend: str, model: nn.Module, fused: bool = True) -> str:
+    """"auto" -> "triton" when the adapter has fused attention (`fused`), the model sits on CUDA and the fused
+    kernels import, else "torch". An explicit "torch" or "triton" is returned as given (the adapter refuses
+    "triton" where it has no fused path)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
+    if not fused:
+        return "torch"
     param = next(iter(model.parameters()), None)
     if param is None or param.device.type != "cuda":
         return "torch"
@@ -123,7 +127,8 @@ def patch(
     lambda_s, lambda_t: DyPE's scheduler kappa(t) = lambda_s * t ** lambda_t (None: the method's default).
     aspect:          "per-axis" (each axis its own ratio) or "isotropic" (the largest ratio on every axis).
     yarn_modulation: "multiply" (the paper) or "power" (ComfyUI-DyPE).
-    backend:         "auto", "torch" or "triton" (fused kernels on CUDA; "auto" takes them when it can).
+    backend:         "auto", "torch" or "triton" (fused kernels on CUDA; "auto" takes them when it can, "triton" is
+                     refused for families without fused attention).
     module:          the position-encoding submodule to replace, for models without a registered adapter.
     """
     from dype_rope.adapters import find_adapter
@@ -141,7 +146,8 @@ def patch(
     )
     adapter_cls = find_adapter(model, module)
     grid = _base_grid(adapter_cls, base_grid, base_resolution)
-    adapter = adapter_cls(model, cfg, grid, aspect, resolve_backend(backend, model), module)
+    resolved = resolve_backend(backend, model, adapter_cls.fused_attention)
+    adapter = adapter_cls(model, cfg, grid, aspect, resolved, module)
     try:
         adapter.install()
     except BaseException:

@@ -1,0 +1,45 @@
+"""QK-RMSNorm + RoPE for the fused attention processors: one kernel launch where the norms allow it.
+
+Shared by every family whose backend="triton" path normalises q and k per head before RoPE.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dype_rope.kernels import rms_norm_rope_qk, rope_qk
+from dype_rope.rope import RopePlan
+
+try:
+    from diffusers.models.normalization import RMSNorm as DiffusersRMSNorm
+except ImportError:  # pragma: no cover - exercised only without diffusers
+    DiffusersRMSNorm = None
+
+
+def rms_norm_weight(norm: nn.Module | None, head_dim: int, dtype: torch.dtype) -> tuple[bool, Tensor | None, float]:
+    """(fusable, weight, eps) of a per-head RMSNorm the kernel can take in place of `norm`.
+
+    diffusers' RMSNorm without bias and torch's nn.RMSNorm over the head dim qualify (they differ only in where
+    they round, which the kernel does once, in float32); anything else is applied as a module.
+    """
+    if DiffusersRMSNorm is not None and type(norm) is DiffusersRMSNorm and norm.bias is None \
+            and tuple(norm.dim) == (head_dim,):
+        return True, norm.weight, float(norm.eps)
+    if type(norm) is nn.RMSNorm and tuple(norm.normalized_shape) == (head_dim,):
+        # nn.RMSNorm's eps=None means the input dtype's machine epsilon
+        return True, norm.weight, torch.finfo(dtype).eps if norm.eps is None else float(norm.eps)
+    return False, None, 0.0
+
+
+def norm_rope(norm_q: nn.Module | None, norm_k: nn.Module | None, q: Tensor, k: Tensor, positions: Tensor,
+              plan: RopePlan, backend: str) -> tuple[Tensor, Tensor]:
+    """norm_q(q), norm_k(k) rotated by the plan at `positions` ([B, L, H, D] q and k, interleaved pairs)."""
+    head_dim = q.shape[-1]
+    fuse_q, w_q, eps_q = rms_norm_weight(norm_q, head_dim, q.dtype)
+    fuse_k, w_k, eps_k = rms_norm_weight(norm_k, head_dim, k.dtype)
+    if fuse_q and fuse_k and (w_q is None) == (w_k is None):
+        return rms_norm_rope_qk(q, k, w_q, w_k, positions, plan, (eps_q, eps_k), "interleaved", 1, backend=backend)
+    q = q if norm_q is None else norm_q(q)
+    k = k if norm_k is None else norm_k(k)
+    return rope_qk(q, k, positions, plan, "interleaved", 1, backend=backend)
