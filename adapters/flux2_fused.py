@@ -29,7 +29,7 @@ from dype_rope.kernels import rope_qk_tables
 from dype_rope.rope import RopePlan
 
 from .flux import DyPEFluxPosEmbed
-from .fused_qk import norm_rope
+from .fused_qk import norm_rope, stock_attentions, swap_processors
 
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_flux2 import (
@@ -159,24 +159,9 @@ _FUSED = {
 def install_fused_attention(adapter) -> None:
     """Swap the FLUX.2 model's position embedding and attention processors for the fused ones (reversibly)."""
     model = adapter.model
-    kinds = (Flux2Attention, Flux2ParallelSelfAttention)
-    attentions = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
-    for name, attn in attentions:
-        if type(attn.processor) not in _FUSED:
-            raise TypeError(
-                f"backend='triton' fuses RoPE into diffusers' Flux2AttnProcessor and Flux2ParallelSelfAttnProcessor "
-                f"only, but {name} uses {type(attn.processor).__name__}; patch with backend='torch' or restore the "
-                "default processor"
-            )
+    attentions = stock_attentions(model, (Flux2Attention, Flux2ParallelSelfAttention), _FUSED)
     dype_embed = model.pos_embed
     plan_of_call = dype_embed._plan_of_call
     model.pos_embed = FusedFlux2PosEmbed(dype_embed.theta, dype_embed.axes_dim, plan_of_call)
     adapter.on_remove(lambda: setattr(model, "pos_embed", dype_embed))
-    for _, attn in attentions:
-        original = attn.processor
-        fused = _FUSED[type(original)](plan_of_call, "triton")
-        # attention backend and parallel settings live on the processor instance
-        fused._attention_backend = original._attention_backend
-        fused._parallel_config = original._parallel_config
-        attn.processor = fused
-        adapter.on_remove(lambda attn=attn, original=original: setattr(attn, "processor", original))
+    swap_processors(adapter, attentions, _FUSED, plan_of_call, "triton")

@@ -24,7 +24,7 @@ from dype_rope.kernels import rope_qk_tables
 from dype_rope.rope import RopePlan
 
 from .flux import DyPEFluxPosEmbed
-from .fused_qk import norm_rope
+from .fused_qk import norm_rope, stock_attentions, swap_processors
 
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_flux import FluxAttention, FluxAttnProcessor, _get_qkv_projections
@@ -108,21 +108,9 @@ class FusedFluxAttnProcessor(FluxAttnProcessor):
 def install_fused_attention(adapter) -> None:
     """Swap the FLUX model's position embedding and attention processors for the fused ones (reversibly)."""
     model = adapter.model
-    attentions = [m for m in model.modules() if isinstance(m, FluxAttention)]
-    for name, m in model.named_modules():
-        if isinstance(m, FluxAttention) and type(m.processor) is not FluxAttnProcessor:
-            raise TypeError(
-                f"backend='triton' fuses RoPE into diffusers' FluxAttnProcessor only, but {name} uses "
-                f"{type(m.processor).__name__}; patch with backend='torch' or restore the default processor"
-            )
+    fused_for = {FluxAttnProcessor: FusedFluxAttnProcessor}
+    attentions = stock_attentions(model, (FluxAttention,), fused_for)
     dype_embed = model.pos_embed
     model.pos_embed = FusedFluxPosEmbed(dype_embed.theta, dype_embed.axes_dim, dype_embed._plan_of_call)
     adapter.on_remove(lambda: setattr(model, "pos_embed", dype_embed))
-    for attn in attentions:
-        original = attn.processor
-        fused = FusedFluxAttnProcessor("triton")
-        # attention backend and parallel settings live on the processor instance
-        fused._attention_backend = original._attention_backend
-        fused._parallel_config = original._parallel_config
-        attn.processor = fused
-        adapter.on_remove(lambda attn=attn, original=original: setattr(attn, "processor", original))
+    swap_processors(adapter, attentions, fused_for, "triton")

@@ -1,6 +1,5 @@
-"""QK-RMSNorm + RoPE for the fused attention processors: one kernel launch where the norms allow it.
-
-Shared by every family whose backend="triton" path normalises q and k per head before RoPE.
+"""What the fused attention processors share: QK-RMSNorm + RoPE in one kernel launch where the norms allow it,
+and the reversible swap of a model's stock processors for them (every family with a backend="triton" path).
 """
 
 from __future__ import annotations
@@ -43,3 +42,42 @@ def norm_rope(norm_q: nn.Module | None, norm_k: nn.Module | None, q: Tensor, k: 
     q = q if norm_q is None else norm_q(q)
     k = k if norm_k is None else norm_k(k)
     return rope_qk(q, k, positions, plan, "interleaved", 1, backend=backend)
+
+
+def stock_attentions(model: nn.Module, attention_types: tuple[type, ...], fused_for: dict[type, type]) -> list:
+    """Every attention module of `attention_types` in `model`, after checking that each still runs a stock
+    processor that has a fused counterpart in `fused_for`: anything else (IP-Adapter, a user's processor) would
+    receive positions it cannot read, so it is refused before the model is touched."""
+    attentions = [(name, m) for name, m in model.named_modules() if isinstance(m, attention_types)]
+    stock = ", ".join(cls.__name__ for cls in fused_for)
+    for name, attn in attentions:
+        if type(attn.processor) not in fused_for:
+            raise TypeError(
+                f"backend='triton' fuses RoPE into diffusers' {stock} only, but {name} uses "
+                f"{type(attn.processor).__name__}; patch with backend='torch' or restore the default processor"
+            )
+    return [m for _, m in attentions]
+
+
+def swap_processors(adapter, attentions: list, fused_for: dict[type, type], *args) -> None:
+    """Give every attention the fused counterpart of its processor (built with `*args`), reversibly."""
+    for attn in attentions:
+        original = attn.processor
+        fused = fused_for[type(original)](*args)
+        # the attention backend and the context-parallel settings live on the processor instance
+        fused._attention_backend = original._attention_backend
+        fused._parallel_config = original._parallel_config
+        attn.processor = fused
+        adapter.on_remove(lambda attn=attn, original=original: setattr(attn, "processor", original))
+
+
+def plan_of_step(adapter):
+    """The processors' view of the call's plan, which the position encoding built earlier in the same call."""
+    step = adapter.step
+
+    def plan_of_call():
+        if step.plan is None:
+            raise adapter.outside_forward()
+        return step.plan
+
+    return plan_of_call

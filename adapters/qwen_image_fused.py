@@ -25,7 +25,7 @@ from torch import Tensor
 from dype_rope.kernels import rope_qk_tables
 from dype_rope.rope import RopePlan
 
-from .fused_qk import norm_rope
+from .fused_qk import norm_rope, plan_of_step, stock_attentions, swap_processors
 from .parallel import carry_parallel_hooks
 from .qwen_image import DyPEQwenEmbedRope, image_list, qwen_positions
 
@@ -118,30 +118,12 @@ class FusedQwenDoubleStreamAttnProcessor(QwenDoubleStreamAttnProcessor2_0):
 def install_fused_attention(adapter) -> None:
     """Swap the Qwen-Image model's position embedding and attention processors for the fused ones (reversibly)."""
     model = adapter.model
-    attentions = [(n, m) for n, m in model.named_modules() if isinstance(m, Attention)]
-    for name, attn in attentions:
-        if type(attn.processor) is not QwenDoubleStreamAttnProcessor2_0:
-            raise TypeError(
-                f"backend='triton' fuses RoPE into diffusers' QwenDoubleStreamAttnProcessor2_0 only, but {name} uses "
-                f"{type(attn.processor).__name__}; patch with backend='torch' or restore the default processor"
-            )
-    step = adapter.step
-
-    def plan_of_call() -> RopePlan:
-        if step.plan is None:
-            raise adapter.outside_forward()
-        return step.plan
-
+    fused_for = {QwenDoubleStreamAttnProcessor2_0: FusedQwenDoubleStreamAttnProcessor}
+    attentions = stock_attentions(model, (Attention,), fused_for)
     dype_embed = model.pos_embed
     fused_embed = FusedQwenEmbedRope(dype_embed, dype_embed._plan_of_call)
     carry_parallel_hooks(dype_embed, fused_embed)
     model.pos_embed = fused_embed
     adapter.on_remove(lambda: setattr(model, "pos_embed", dype_embed))
-    for _, attn in attentions:
-        original = attn.processor
-        fused = FusedQwenDoubleStreamAttnProcessor(plan_of_call, "triton")
-        # attention backend and parallel settings live on the processor instance
-        fused._attention_backend = original._attention_backend
-        fused._parallel_config = original._parallel_config
-        attn.processor = fused
-        adapter.on_remove(lambda attn=attn, original=original: setattr(attn, "processor", original))
+    adapter.on_remove(lambda: carry_parallel_hooks(fused_embed, dype_embed))  # parallelised while patched
+    swap_processors(adapter, attentions, fused_for, plan_of_step(adapter), "triton")

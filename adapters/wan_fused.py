@@ -27,6 +27,7 @@ from torch import Tensor
 from dype_rope.kernels import rope_qk, rope_qk_tables
 from dype_rope.rope import RopePlan
 
+from .fused_qk import plan_of_step, stock_attentions, swap_processors
 from .parallel import carry_parallel_hooks
 from .video import latent_grid
 from .wan import DyPEWanRotaryPosEmbed
@@ -121,31 +122,12 @@ class FusedWanAttnProcessor(WanAttnProcessor):
 def install_fused_attention(adapter) -> None:
     """Swap the Wan model's rope module and attention processors for the fused ones (reversibly)."""
     model = adapter.model
-    attentions = [(n, m) for n, m in model.named_modules() if isinstance(m, WanAttention)]
-    for name, attn in attentions:
-        if type(attn.processor) is not WanAttnProcessor:
-            raise TypeError(
-                f"backend='triton' fuses RoPE into diffusers' WanAttnProcessor only, but {name} uses "
-                f"{type(attn.processor).__name__}; patch with backend='torch' or restore the default processor"
-            )
-    step = adapter.step
-
-    def plan_of_call() -> RopePlan:
-        if step.plan is None:
-            raise adapter.outside_forward()
-        return step.plan
-
+    fused_for = {WanAttnProcessor: FusedWanAttnProcessor}
+    attentions = stock_attentions(model, (WanAttention,), fused_for)
     dype_rope_module = model.rope
     fused_rope = FusedWanRotaryPosEmbed(dype_rope_module, dype_rope_module._plan_of_call)
     carry_parallel_hooks(dype_rope_module, fused_rope)
     model.rope = fused_rope
     adapter.on_remove(lambda: setattr(model, "rope", dype_rope_module))
     adapter.on_remove(lambda: carry_parallel_hooks(fused_rope, dype_rope_module))  # parallelised while patched
-    for _, attn in attentions:
-        original = attn.processor
-        fused = FusedWanAttnProcessor(plan_of_call, "triton")
-        # attention backend and parallel settings live on the processor instance
-        fused._attention_backend = original._attention_backend
-        fused._parallel_config = original._parallel_config
-        attn.processor = fused
-        adapter.on_remove(lambda attn=attn, original=original: setattr(attn, "processor", original))
+    swap_processors(adapter, attentions, fused_for, plan_of_step(adapter), "triton")
