@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from dype_rope.rope import RopePlan, check_axes_dims
 
 from .base import register_adapter
-from .parallel import carry_parallel_hooks
+from .parallel import swap_module
 from .video import VideoAdapter, grid_tables, latent_grid
 
 try:  # diffusers is optional: without it the adapter simply never matches
@@ -81,9 +81,5 @@ class HunyuanVideoAdapter(VideoAdapter):
         def plan_of_call(grid: tuple[int, int, int], device: torch.device) -> RopePlan:
             return self.video_plan(grid, device, axes_dims, theta, torch.float32)
 
-        replacement = DyPEHunyuanVideoRotaryPosEmbed(original, plan_of_call)
-        carry_parallel_hooks(original, replacement)  # enable_parallelism may have run first
-        model.rope = replacement
-        self.on_remove(lambda: setattr(model, "rope", original))
-        self.on_remove(lambda: carry_parallel_hooks(replacement, original))  # parallelised while patched
+        swap_module(self, "rope", DyPEHunyuanVideoRotaryPosEmbed(original, plan_of_call))
         self.hook_calls(self.capture("timestep"))

@@ -39,3 +39,14 @@ def carry_parallel_hooks(source: nn.Module, target: nn.Module) -> None:
         present = getattr(target, "_diffusers_hook", None)
         if isinstance(hook, CONTEXT_PARALLEL_HOOKS) and (present is None or name not in present.hooks):
             HookRegistry.check_if_exists_or_initialize(target).register_hook(copy.copy(hook), name)
+
+
+def swap_module(adapter, attr: str, replacement: nn.Module) -> None:
+    """Put `replacement` at `adapter.model.<attr>`, with the context-parallel hooks carried over both ways
+    (enable_parallelism may run before the patch, or while it is on), undone by the adapter's remove()."""
+    model = adapter.model
+    original = getattr(model, attr)
+    carry_parallel_hooks(original, replacement)
+    setattr(model, attr, replacement)
+    adapter.on_remove(lambda: setattr(model, attr, original))
+    adapter.on_remove(lambda: carry_parallel_hooks(replacement, original))

@@ -25,7 +25,7 @@ from dype_rope.schedules import plain_inv_freq
 from dype_rope.timestep import diffusion_time
 
 from .base import Adapter, register_adapter, spans_on
-from .parallel import carry_parallel_hooks
+from .parallel import swap_module
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_qwenimage import QwenEmbedRope, QwenImageTransformer2DModel
@@ -148,10 +148,7 @@ class QwenImageAdapter(Adapter):
             plan = self.plan_step(t, spans, axes_dims, theta, base_lens)
             return native_precision(plan, step.scales, theta, axes_dims)
 
-        replacement = DyPEQwenEmbedRope(original, plan_of_call)
-        carry_parallel_hooks(original, replacement)  # pos_embed is in _cp_plan; enable_parallelism may run first
-        model.pos_embed = replacement
-        self.on_remove(lambda: setattr(model, "pos_embed", original))
+        swap_module(self, "pos_embed", DyPEQwenEmbedRope(original, plan_of_call))  # pos_embed is in _cp_plan
         self.hook_calls(self.capture("timestep"))
         if self.backend == "triton":
             from .qwen_image_fused import install_fused_attention  # builds on this module

@@ -26,7 +26,7 @@ from dype_rope.kernels import rope_qk_tables
 from dype_rope.rope import RopePlan
 
 from .fused_qk import norm_rope, plan_of_step, stock_attentions, swap_processors
-from .parallel import carry_parallel_hooks
+from .parallel import swap_module
 from .qwen_image import DyPEQwenEmbedRope, image_list, qwen_positions
 
 from diffusers.models.attention_dispatch import dispatch_attention_fn
@@ -120,10 +120,5 @@ def install_fused_attention(adapter) -> None:
     model = adapter.model
     fused_for = {QwenDoubleStreamAttnProcessor2_0: FusedQwenDoubleStreamAttnProcessor}
     attentions = stock_attentions(model, (Attention,), fused_for)
-    dype_embed = model.pos_embed
-    fused_embed = FusedQwenEmbedRope(dype_embed, dype_embed._plan_of_call)
-    carry_parallel_hooks(dype_embed, fused_embed)
-    model.pos_embed = fused_embed
-    adapter.on_remove(lambda: setattr(model, "pos_embed", dype_embed))
-    adapter.on_remove(lambda: carry_parallel_hooks(fused_embed, dype_embed))  # parallelised while patched
+    swap_module(adapter, "pos_embed", FusedQwenEmbedRope(model.pos_embed, model.pos_embed._plan_of_call))
     swap_processors(adapter, attentions, fused_for, plan_of_step(adapter), "triton")

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
 
 from .base import register_adapter
-from .parallel import carry_parallel_hooks
+from .parallel import swap_module
 from .video import VideoAdapter, grid_tables, latent_grid
 
 try:  # diffusers is optional: without it the adapter simply never matches
@@ -87,7 +87,6 @@ class WanAdapter(VideoAdapter):
         return WAN22_5B_BASE_GRID if in_channels == WAN22_VAE_CHANNELS else WAN_BASE_GRID
 
     def install(self) -> None:
-        model = self.model
         original = self.stock_encoding("rope", WanRotaryPosEmbed, DyPEWanRotaryPosEmbed)
         axes_dims = wan_axes_dims(original.attention_head_dim)
         if (original.t_dim, original.h_dim, original.w_dim) != axes_dims:
@@ -97,11 +96,7 @@ class WanAdapter(VideoAdapter):
             # Wan builds its tables in float64 (float32 only where the device lacks it) and casts them once.
             return self.video_plan(grid, device, axes_dims, WAN_THETA, freq_dtype(device))
 
-        replacement = DyPEWanRotaryPosEmbed(original, plan_of_call)
-        carry_parallel_hooks(original, replacement)  # enable_parallelism may have run first
-        model.rope = replacement
-        self.on_remove(lambda: setattr(model, "rope", original))
-        self.on_remove(lambda: carry_parallel_hooks(replacement, original))  # parallelised while patched
+        swap_module(self, "rope", DyPEWanRotaryPosEmbed(original, plan_of_call))
         self.hook_calls(self.capture("timestep"))
         if self.backend == "triton":
             from .wan_fused import install_fused_attention  # builds on this module

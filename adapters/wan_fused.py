@@ -28,7 +28,7 @@ from dype_rope.kernels import rope_qk, rope_qk_tables
 from dype_rope.rope import RopePlan
 
 from .fused_qk import plan_of_step, stock_attentions, swap_processors
-from .parallel import carry_parallel_hooks
+from .parallel import swap_module
 from .video import latent_grid
 from .wan import DyPEWanRotaryPosEmbed
 
@@ -124,10 +124,5 @@ def install_fused_attention(adapter) -> None:
     model = adapter.model
     fused_for = {WanAttnProcessor: FusedWanAttnProcessor}
     attentions = stock_attentions(model, (WanAttention,), fused_for)
-    dype_rope_module = model.rope
-    fused_rope = FusedWanRotaryPosEmbed(dype_rope_module, dype_rope_module._plan_of_call)
-    carry_parallel_hooks(dype_rope_module, fused_rope)
-    model.rope = fused_rope
-    adapter.on_remove(lambda: setattr(model, "rope", dype_rope_module))
-    adapter.on_remove(lambda: carry_parallel_hooks(fused_rope, dype_rope_module))  # parallelised while patched
+    swap_module(adapter, "rope", FusedWanRotaryPosEmbed(model.rope, model.rope._plan_of_call))
     swap_processors(adapter, attentions, fused_for, plan_of_step(adapter), "triton")
