@@ -29,7 +29,7 @@ from dype_rope.kernels import rope_qk_tables
 from dype_rope.rope import RopePlan
 
 from .flux import DyPEFluxPosEmbed
-from .fused_qk import norm_rope, stock_attentions, swap_processors
+from .fused_qk import FusedProcessor, norm_rope, stock_attentions, swap_processors
 
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_flux2 import (
@@ -70,14 +70,7 @@ def _segment(rotary_emb, start: int, stop: int):
     return None if rotary_emb is None else tuple(r[start:stop] for r in rotary_emb)
 
 
-class _FusedProcessor:
-    def __init__(self, plan_of_call: Callable[[], RopePlan], backend: str = "triton") -> None:
-        super().__init__()
-        self.plan_of_call = plan_of_call
-        self.backend = backend
-
-
-class FusedFlux2AttnProcessor(_FusedProcessor, Flux2AttnProcessor):
+class FusedFlux2AttnProcessor(FusedProcessor, Flux2AttnProcessor):
     """Flux2AttnProcessor (double-stream blocks) with norm + RoPE through the fused kernels."""
 
     def __call__(
@@ -121,7 +114,7 @@ class FusedFlux2AttnProcessor(_FusedProcessor, Flux2AttnProcessor):
         return hidden_states if encoder_hidden_states is None else (hidden_states, encoder_hidden_states)
 
 
-class FusedFlux2ParallelSelfAttnProcessor(_FusedProcessor, Flux2ParallelSelfAttnProcessor):
+class FusedFlux2ParallelSelfAttnProcessor(FusedProcessor, Flux2ParallelSelfAttnProcessor):
     """Flux2ParallelSelfAttnProcessor (single-stream blocks) with norm + RoPE through the fused kernels."""
 
     def __call__(

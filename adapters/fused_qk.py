@@ -4,6 +4,8 @@ and the reversible swap of a model's stock processors for them (every family wit
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -42,6 +44,17 @@ def norm_rope(norm_q: nn.Module | None, norm_k: nn.Module | None, q: Tensor, k: 
     q = q if norm_q is None else norm_q(q)
     k = k if norm_k is None else norm_k(k)
     return rope_qk(q, k, positions, plan, "interleaved", 1, backend=backend)
+
+
+class FusedProcessor:
+    """Mixin of the fused attention processors: where the call's plan comes from, and which kernels to run.
+
+    Listed before the stock processor class, so the stock __init__ still runs."""
+
+    def __init__(self, plan_of_call: Callable[[], RopePlan], backend: str = "triton") -> None:
+        super().__init__()
+        self.plan_of_call = plan_of_call
+        self.backend = backend
 
 
 def stock_attentions(model: nn.Module, attention_types: tuple[type, ...], fused_for: dict[type, type]) -> list:

@@ -17,15 +17,12 @@ kernel instead. Other processors are refused at patch time: they could not read 
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import Tensor
 
 from dype_rope.kernels import rope_qk_tables
-from dype_rope.rope import RopePlan
 
-from .fused_qk import norm_rope, plan_of_step, stock_attentions, swap_processors
+from .fused_qk import FusedProcessor, norm_rope, plan_of_step, stock_attentions, swap_processors
 from .parallel import swap_module
 from .qwen_image import DyPEQwenEmbedRope, image_list, qwen_positions
 
@@ -56,13 +53,8 @@ def _norm_rope_tables(norm_q, norm_k, q: Tensor, k: Tensor, freqs: Tensor | None
     return rope_qk_tables(q, k, cos, sin, "interleaved", 1, backend=backend)
 
 
-class FusedQwenDoubleStreamAttnProcessor(QwenDoubleStreamAttnProcessor2_0):
+class FusedQwenDoubleStreamAttnProcessor(FusedProcessor, QwenDoubleStreamAttnProcessor2_0):
     """QwenDoubleStreamAttnProcessor2_0 with norm + RoPE through the fused kernels."""
-
-    def __init__(self, plan_of_call: Callable[[], RopePlan], backend: str = "triton") -> None:
-        super().__init__()
-        self.plan_of_call = plan_of_call
-        self.backend = backend
 
     def __call__(
         self,

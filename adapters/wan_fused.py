@@ -19,15 +19,14 @@ processors are refused at patch time: they could not read positions.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from dype_rope.kernels import rope_qk, rope_qk_tables
-from dype_rope.rope import RopePlan
 
-from .fused_qk import plan_of_step, stock_attentions, swap_processors
+from .fused_qk import FusedProcessor, plan_of_step, stock_attentions, swap_processors
 from .parallel import swap_module
 from .video import latent_grid
 from .wan import DyPEWanRotaryPosEmbed
@@ -69,13 +68,8 @@ def _rotate(q: Tensor, k: Tensor, rotary_emb: tuple[Tensor, Tensor], plan_of_cal
     return rope_qk_tables(q, k, cos.float(), sin.float(), "interleaved", 1, backend=backend)
 
 
-class FusedWanAttnProcessor(WanAttnProcessor):
+class FusedWanAttnProcessor(FusedProcessor, WanAttnProcessor):
     """WanAttnProcessor with RoPE through the fused kernels."""
-
-    def __init__(self, plan_of_call: Callable[[], RopePlan], backend: str = "triton") -> None:
-        super().__init__()
-        self.plan_of_call = plan_of_call
-        self.backend = backend
 
     def __call__(
         self,
