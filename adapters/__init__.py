@@ -12,5 +12,6 @@ from . import flux  # noqa: F401  (registers the FLUX family)
 from . import cogview4, hidream, sd3  # noqa: F401  (registers SD3, HiDream and CogView4)
 from . import hunyuan_video, wan  # noqa: F401  (registers Wan and HunyuanVideo)
 from . import embednd, flux2, lumina2, qwen_image, zimage  # noqa: F401  (FLUX.2, Qwen-Image, Lumina2, Z-Image, EmbedND)
+from . import comfyui  # noqa: F401  (ComfyUI's own model classes, matched by qualified name)
 
 __all__ = ["Adapter", "StepContext", "find_adapter", "register_adapter", "registered_adapters"]

@@ -20,22 +20,32 @@ from dype_rope.rope import RopePlan, build_plan, freq_dtype
 _BY_CLASS: dict[type, type["Adapter"]] = {}
 _DETECTORS: list[type["Adapter"]] = []
 _BY_MODULE: dict[type, type["Adapter"]] = {}
+# Classes named "package.module.Class": matched without importing their package (ComfyUI's model classes,
+# whose import has side effects, are only ever matched when the user already imported them).
+_BY_NAME: dict[str, type["Adapter"]] = {}
+
+
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def register_adapter(
-    *model_classes: type, detect: bool = False, module_classes: Sequence[type] = ()
+    *model_classes: type | str, detect: bool = False, module_classes: Sequence[type] = ()
 ) -> Callable[[type["Adapter"]], type["Adapter"]]:
-    """Class decorator: use this adapter for `model_classes` (and their subclasses); with detect=True also
-    for any model its `detects(model)` accepts; for `patch(model, module=m)` with m an instance of one of
-    `module_classes`."""
+    """Class decorator: use this adapter for `model_classes` (and their subclasses), each a class or its
+    qualified name "package.module.Class"; with detect=True also for any model its `detects(model)` accepts;
+    for `patch(model, module=m)` with m an instance of one of `module_classes`."""
 
     def decorate(adapter_cls: type["Adapter"]) -> type["Adapter"]:
         if not (isinstance(adapter_cls, type) and issubclass(adapter_cls, Adapter)):
             raise TypeError(f"{adapter_cls!r} is not a dype_rope.adapters.Adapter subclass")
         for cls in model_classes:
-            if not isinstance(cls, type):
-                raise TypeError(f"register_adapter takes model classes, got {cls!r}")
-            _BY_CLASS[cls] = adapter_cls
+            if isinstance(cls, str) and "." in cls:
+                _BY_NAME[cls] = adapter_cls
+            elif isinstance(cls, type):
+                _BY_CLASS[cls] = adapter_cls
+            else:
+                raise TypeError(f"register_adapter takes model classes or 'package.module.Class' names, got {cls!r}")
         for cls in module_classes:
             _BY_MODULE[cls] = adapter_cls
         if detect and adapter_cls not in _DETECTORS:
@@ -50,6 +60,8 @@ def registered_adapters() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for cls, adapter in _BY_CLASS.items():
         out.setdefault(adapter.name, []).append(cls.__name__)
+    for name, adapter in _BY_NAME.items():
+        out.setdefault(adapter.name, []).append(name)
     for adapter in _DETECTORS:
         out.setdefault(adapter.name, [])
     return out
@@ -69,6 +81,8 @@ def find_adapter(model: nn.Module, module: nn.Module | None = None) -> type["Ada
     for cls in type(model).__mro__:
         if cls in _BY_CLASS:
             return _BY_CLASS[cls]
+        if qualified_name(cls) in _BY_NAME:
+            return _BY_NAME[qualified_name(cls)]
     for adapter in _DETECTORS:
         if adapter.detects(model):
             return adapter
@@ -126,18 +140,22 @@ def spans_on(sizes: Sequence[float], dtype: torch.dtype, device) -> Tensor:
     return torch.stack([torch.full((), float(s), dtype=dtype, device=device) for s in sizes])
 
 
-def image_spans(ids: Tensor) -> Tensor:
+def image_spans(ids: Tensor, centred: bool = False) -> Tensor:
     """Per-axis extent (max position + 1) of the generated image's tokens in ids [L, n] or [B, L, n].
 
     Tokens of conditioning images (FLUX Kontext, Qwen-Image-Edit) sit on a later frame index of axis 0 and
-    keep their own positions: only the tokens on the first frame count.
+    keep their own positions: only the tokens on the first frame count. centred=True measures max - min + 1
+    instead, for layouts whose positions need not start at 0 (centred grids).
     """
     if ids.dim() == 3:
         ids = ids[0]
     pos = ids.to(torch.float64 if freq_dtype(ids.device) == torch.float64 else torch.float32)
     frame = pos[:, 0]
     mine = (frame == frame.amin()).unsqueeze(-1)
-    return torch.where(mine, pos, torch.full_like(pos, -torch.inf)).amax(dim=0) + 1
+    top = torch.where(mine, pos, torch.full_like(pos, -torch.inf)).amax(dim=0) + 1
+    if not centred:
+        return top
+    return top - torch.where(mine, pos, torch.full_like(pos, torch.inf)).amin(dim=0)
 
 
 class Adapter:

@@ -12,7 +12,13 @@ The diffusion time is read from the model's forward argument named, in this orde
 `timestep`, `timesteps`, `t`, `sigma` or `sigmas`, as a value in [0, 1] with 1 = noise (FLUX's sigma).
 Models whose time runs otherwise subclass the adapter and set `time_arguments`, `time_divide_by` or
 `time_reversed` (docs/adapters.md shows how). Axes 1 and 2 (rows, columns) are rescaled; the scale comes
-from the tokens on the first index of axis 0 (conditioning images on later indices keep their positions).
+from the image's own ids where the forward takes them (`img_ids`, `x_ids`: one plan for every embedding of
+the call, text included), else from the ids embedded; either way from the tokens on the first index of
+axis 0 (conditioning images on later indices keep their positions), as max - min + 1 per axis.
+
+The original module keeps computing its own tables: every pair whose axis is not stretched in a call keeps
+the original's number, so at or below the base grid the model is bit for bit what it was, in whatever
+precision the module computes (BFL's in the ids' dtype, ComfyUI's in float64).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from dype_rope.timestep import diffusion_time
 from .base import Adapter, image_spans, register_adapter
 
 TIME_ARGUMENTS = ("timestep", "timesteps", "t", "sigma", "sigmas")
+IMAGE_IDS_ARGUMENTS = ("img_ids", "x_ids")  # BFL FLUX.1 and FLUX.2: the generated image's own ids
 
 
 def embednd_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -56,28 +63,37 @@ def inserted_axes(out_shape: Sequence[int], table_shape: Sequence[int]) -> list[
 
 
 class DyPEEmbedND(nn.Module):
-    """Drop-in for an EmbedND-style module: forward(ids) -> rotation matrices in the original's layout."""
+    """Drop-in for an EmbedND-style module: forward(ids) -> rotation matrices in the original's layout.
+
+    The original module is called too, and every pair whose axis is not stretched in this call keeps the
+    original's number: at or below the base grid the output is the module's own, bit for bit, whatever
+    precision it computes in (BFL's code uses the dtype of the ids, ComfyUI float64). The choice is made per
+    pair on the device (torch.where), so it costs no host sync.
+    """
 
     def __init__(
         self,
         original: nn.Module,
         axes: Sequence[int],
-        dtype: torch.dtype,
-        plan_of_call: Callable[[Tensor], RopePlan],
+        plan_of_call: Callable[[Tensor], tuple[RopePlan, Tensor]],
     ) -> None:
         super().__init__()
         for attr in ("dim", "theta", "axes_dim"):
             if hasattr(original, attr):
                 setattr(self, attr, getattr(original, attr))
+        # a plain attribute, not a submodule: the module tree (and so state_dict, LoRA keys) stays as it was
+        object.__setattr__(self, "original", original)
         self._axes = tuple(axes)
-        self._dtype = dtype
         self._plan_of_call = plan_of_call
 
     def forward(self, ids: Tensor) -> Tensor:
-        out = rotation_matrices(ids, self._plan_of_call(ids))
+        stock = self.original(ids)
+        plan, scales = self._plan_of_call(ids)
+        out = rotation_matrices(ids, plan)
         for axis in self._axes:
             out = out.unsqueeze(axis)
-        return out.to(self._dtype)
+        stretched = (scales.index_select(-1, plan.pair_axis) > 1).view(-1, 1, 1)  # [D/2, 1, 1]
+        return torch.where(stretched, out.to(stock.dtype), stock)
 
     def extra_repr(self) -> str:
         return f"theta={self.theta}, axes_dim={list(self.axes_dim)}"
@@ -94,6 +110,7 @@ class EmbedNDAdapter(Adapter):
     pixels_per_token = 16
     rescaled_axes = (1, 2)
     time_arguments: tuple[str, ...] = TIME_ARGUMENTS
+    image_ids_arguments: tuple[str, ...] = IMAGE_IDS_ARGUMENTS
     time_divide_by = 1.0
     time_reversed = False
 
@@ -131,7 +148,11 @@ class EmbedNDAdapter(Adapter):
             "subclass dype_rope.adapters.embednd.EmbedNDAdapter with time_arguments = ('your_name',)"
         )
 
-    def _probe(self, module: nn.Module, axes_dims: Sequence[int], theta: float) -> tuple[list[int], torch.dtype]:
+    def _image_ids_argument(self) -> str | None:
+        params = inspect.signature(self.model.forward).parameters
+        return next((name for name in self.image_ids_arguments if name in params), None)
+
+    def _probe(self, module: nn.Module, axes_dims: Sequence[int], theta: float) -> list[int]:
         """Call the stock module on a few positions; check it returns plain RoPE rotation matrices and learn the
         singleton axes it adds around them."""
         device = _module_device(module)
@@ -156,7 +177,7 @@ class EmbedNDAdapter(Adapter):
                 f"theta={theta} and axes_dim={list(axes_dims)} (got {shape}); register an adapter for it with "
                 "@dype_rope.register_adapter(module_classes=[...]) (see docs/adapters.md)"
             )
-        return axes, out.dtype
+        return axes
 
     def install(self) -> None:
         parent, attr, original = self._target()
@@ -174,14 +195,21 @@ class EmbedNDAdapter(Adapter):
             )
         theta = float(original.theta)
         time_name = self._time_argument()
-        axes, dtype = self._probe(original, axes_dims, theta)
+        axes = self._probe(original, axes_dims, theta)
         base_lens = self.axis_base_lens(len(axes_dims))
         step = self.step
 
-        def plan_of_call(ids: Tensor) -> RopePlan:
+        ids_name = self._image_ids_argument()
+
+        def plan_of_call(ids: Tensor) -> tuple[RopePlan, Tensor]:
             if step.timestep is None:
                 raise self.outside_forward()
-            spans = image_spans(ids if ids.dim() <= 3 else ids.flatten(0, -3))
+            if step.plan is not None:  # one plan per model call, however often it embeds (FLUX.2: image, text)
+                return step.plan, step.scales
+            # The image's own ids when the forward takes them (BFL: img_ids / x_ids), else the ids embedded.
+            # max - min + 1: grids that start at 0 (FLUX) and centred ones read alike.
+            image_ids = step.ids if step.ids is not None else ids
+            spans = image_spans(image_ids if image_ids.dim() <= 3 else image_ids.flatten(0, -3), centred=True)
             t = diffusion_time(
                 step.timestep,
                 divide_by=self.time_divide_by,
@@ -189,8 +217,11 @@ class EmbedNDAdapter(Adapter):
                 dtype=spans.dtype,
                 device=spans.device,
             )
-            return self.plan_step(t, spans, axes_dims, theta, base_lens)
+            plan = self.plan_step(t, spans, axes_dims, theta, base_lens)
+            if step.ids is None:  # ids of another kind may follow in this call: plan each embedding alone
+                step.plan = None
+            return plan, step.scales
 
-        setattr(parent, attr, DyPEEmbedND(original, axes, dtype, plan_of_call))
+        setattr(parent, attr, DyPEEmbedND(original, axes, plan_of_call))
         self.on_remove(lambda: setattr(parent, attr, original))
-        self.hook_calls(self.capture(time_name))
+        self.hook_calls(self.capture(time_name, ids_name))

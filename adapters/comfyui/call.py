@@ -1,0 +1,56 @@
+"""What one call of a ComfyUI diffusion model tells DyPE: the diffusion time and the generated image's extent.
+
+ComfyUI embeds position ids in several calls of the same module (caption ids, image ids, reference images),
+and a reference image's ids can sit anywhere (Kontext's "uxo" puts it beside the image on frame 0). The ids
+therefore cannot tell how large the generated image is. The latent can: whoever starts the call (the DyPE
+node's apply_model wrapper, or the forward pre-hook of `dype_rope.patch`) reads the image's token grid off the
+latent's shape, a host value, and the sigma tensor as it is, without touching its value. Everything else is
+computed on the device inside the call, once, and shared by every embedding call of that model call.
+
+The state is thread-local, so two threads sampling one patched model never see each other's call; it is
+owned by one patch, so two patches never share it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from dype_rope.rope import RopePlan
+
+
+@dataclass
+class ComfyCall:
+    """One model call: sigma (the flow-matching time, 1 = noise) and the image's size ratio on every id axis."""
+
+    sigma: Tensor
+    scales: tuple[float, ...]  # size ratio of every id axis (1.0 where never rescaled), host numbers
+    axes: tuple[int, ...]  # the id axes rescaled in this call (ratio > 1): known on the host, from shapes only
+    plans: dict = field(default_factory=dict)  # device -> RopePlan, built once per call
+
+
+class CallState(threading.local):
+    """The call in flight on this thread (None between calls)."""
+
+    def __init__(self) -> None:
+        self.call: ComfyCall | None = None
+
+    def run(self, call: ComfyCall, fn: Callable, *args, **kwargs):
+        """fn(*args, **kwargs) with `call` in flight; the previous one (a nested call) is restored after it."""
+        previous, self.call = self.call, call
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.call = previous
+
+
+def plan_of(call: ComfyCall, device: torch.device, build: Callable[[ComfyCall, torch.device], RopePlan]) -> RopePlan:
+    """The call's plan on `device`, built on first use."""
+    plan = call.plans.get(device)
+    if plan is None:
+        plan = call.plans[device] = build(call, device)
+    return plan
