@@ -103,6 +103,10 @@ class ComfyAdapter(Adapter):
             raise ValueError(f"{type(self.model).__name__} was called without a sigma; DyPE needs the diffusion time")
         if not isinstance(sigma, Tensor):
             sigma = torch.tensor(float(sigma))
+        sigma = sigma.reshape(-1)
+        if sigma.shape[0] != x.shape[0] and x.shape[0] % sigma.shape[0] == 0:
+            # transformer_options["sigmas"] holds one sigma per latent; ComfyUI batches cond and uncond chunks
+            sigma = sigma.repeat(x.shape[0] // sigma.shape[0])
         return ComfyCall(sigma=sigma, scales=tuple(scales), axes=axes)
 
     def build_plan(self, call: ComfyCall, device: torch.device) -> RopePlan:

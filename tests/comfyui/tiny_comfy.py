@@ -1,0 +1,230 @@
+"""Tiny random-weight ComfyUI diffusion models for integration tests.
+
+Usage (after ComfyUI's folder is on sys.path):
+
+    import tiny_comfy
+    comfy = tiny_comfy.import_comfy("/path/to/comfyui")   # once per process (slow: 20-60 s)
+    patcher, positive, negative = tiny_comfy.build("flux", seed=0)
+    latent = tiny_comfy.latent("flux", rows=16, cols=16)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    out = comfy.sample.sample(patcher, noise, 4, 1.0, "euler", "simple", positive, negative, latent, seed=0)
+
+Every family is one row of FAMILIES. A row names the supported_models config class, the tiny
+unet_config, the latent layout (channels, patch size, 4-D image or 5-D video latent) and how to
+make its conditioning by hand. Reference-image families (flux_kontext, flux2, qwen_image_edit,
+...) take `refs=[(rows, cols), ...]` token grids and an optional `ref_method`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Callable
+
+import torch
+
+_CPU = torch.device("cpu")
+
+
+def import_comfy(comfy_root: str, threads: int | None = 1, pytorch_attention: bool = True):
+    """Import ComfyUI in CPU mode and return the `comfy` package (idempotent: the first call decides).
+
+    threads: torch.set_num_threads value. On a small shared machine one thread is ~50x faster
+    for these tiny models than torch's default (oversubscribed cores); None leaves torch's default.
+    pytorch_attention: like --use-pytorch-cross-attention (SDPA). Without it ComfyUI on a CPU picks
+    attention_sub_quad, which asks psutil for free memory inside every attention call: a
+    torch.compile graph break per call.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if comfy_root not in sys.path:
+        sys.path.insert(0, comfy_root)
+    import comfy.options
+    comfy.options.enable_args_parsing(False)
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = True
+    if pytorch_attention:
+        comfy.cli_args.args.use_pytorch_cross_attention = True
+    import comfy.supported_models  # noqa: F401
+    import comfy.model_patcher  # noqa: F401
+    import comfy.sample  # noqa: F401
+    import comfy.samplers  # noqa: F401
+    return sys.modules["comfy"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    config: str                 # comfy.supported_models class name
+    unet_config: dict
+    channels: int               # latent channels (what comfy.sample.sample gets)
+    patch: int                  # spatial patch size: latent pixels per token side
+    video: bool                 # 5-D latent (b, c, frames, h, w) instead of 4-D (b, c, h, w)
+    txt_dim: int                # width of the hand-made text embedding
+    txt_len: int = 7
+    extra: Callable[[torch.Generator], dict] | None = None   # extra conditioning keys
+    ref_method: str | None = None   # default reference_latents_method for *_edit rows
+    refs: tuple = ()            # default reference token grids for *_edit rows
+    adapter: str | None = None  # the dype_rope ComfyUI family (adapters/comfyui/families.py) it belongs to
+
+
+def _flux_extra(g):
+    return {"pooled_output": torch.randn(1, 32, generator=g), "guidance": 3.5}
+
+
+def _pooled_only(g):
+    return {"pooled_output": torch.randn(1, 32, generator=g)}
+
+
+def _none(g):
+    return {}
+
+
+_FLUX = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=32, context_in_dim=32,
+             hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1,
+             axes_dim=[8, 12, 12], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True,
+             txt_ids_dims=[])
+
+# FLUX.2 as model_detection builds it (4 rope axes, theta 2000, index refs scaled by 10,
+# caption index on axis 3), scaled down. Klein = the same class without guidance_embed.
+_FLUX2 = dict(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=32,
+              hidden_size=64, mlp_ratio=3.0, num_heads=2, depth=1, depth_single_blocks=1,
+              axes_dim=[8, 8, 8, 8], theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True,
+              txt_ids_dims=[3], global_modulation=True, mlp_silu_act=True, ops_bias=False,
+              default_ref_method="index", ref_index_scale=10.0)
+
+_QWEN = dict(image_model="qwen_image", patch_size=2, in_channels=64, out_channels=16, num_layers=1,
+             attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32,
+             pooled_projection_dim=32, axes_dims_rope=(8, 12, 12))
+
+_WAN21 = dict(image_model="wan2.1", model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16,
+              dim=64, ffn_dim=64, freq_dim=256, text_dim=32, out_dim=16, num_heads=2, num_layers=1,
+              window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6)
+
+_WAN22 = dict(_WAN21, in_dim=48, out_dim=48)
+
+_CHROMA = dict(image_model="chroma", in_channels=64, out_channels=64, context_in_dim=32, hidden_size=64,
+               mlp_ratio=2.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[8, 12, 12], theta=10000,
+               patch_size=2, qkv_bias=True, in_dim=64, out_dim=64, hidden_dim=32, n_layers=1, txt_ids_dims=[],
+               vec_in_dim=None)
+
+_LUMINA2 = dict(image_model="lumina2", patch_size=2, in_channels=16, dim=64, cap_feat_dim=32, n_layers=1,
+                n_refiner_layers=1, n_heads=2, n_kv_heads=2, multiple_of=16, qk_norm=True, axes_dims=[8, 12, 12],
+                axes_lens=[300, 512, 512], rope_theta=10000.0, ffn_dim_multiplier=4.0)
+
+# Z-Image as model_detection builds it (theta 256, z_image_modulation, time_scale 1000, tokens padded
+# to multiples of 32), scaled down. z_image_modulation needs dim >= 256 (its adaLN input is min(dim, 256)
+# wide while the timestep embedder always outputs 256), hence 8 heads of 32.
+_ZIMAGE = dict(_LUMINA2, dim=256, n_heads=8, n_kv_heads=8, axes_dims=[8, 12, 12], axes_lens=[1536, 512, 512], rope_theta=256.0,
+               ffn_dim_multiplier=8.0 / 3.0, z_image_modulation=True, time_scale=1000.0, pad_tokens_multiple=32)
+
+_HIDREAM = dict(image_model="hidream", patch_size=2, in_channels=16, out_channels=16, num_layers=1,
+                num_single_layers=1, attention_head_dim=32, num_attention_heads=2, caption_channels=[32, 32],
+                text_emb_dim=32, num_routed_experts=2, num_activated_experts=1, axes_dims_rope=[16, 8, 8],
+                max_resolution=[128, 128], llama_layers=[0, 1])
+
+_HUNYUAN_VIDEO = dict(image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=32,
+                      context_in_dim=32, hidden_size=64, mlp_ratio=2.0, num_heads=2, depth=1,
+                      depth_single_blocks=1, axes_dim=[8, 12, 12], theta=256, patch_size=[1, 2, 2],
+                      qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False,
+                      use_cond_type_embedding=False, vision_in_dim=None, meanflow_sum=False)
+
+_KANDINSKY5 = dict(image_model="kandinsky5", in_visual_dim=16, out_visual_dim=16, in_text_dim=32, in_text_dim2=32,
+                   time_dim=32, model_dim=64, ff_dim=64, visual_embed_dim=132, patch_size=(1, 2, 2),
+                   num_text_blocks=1, num_visual_blocks=1, axes_dims=(8, 12, 12))
+
+_KREA2 = dict(image_model="krea2", features=64, tdim=256, txtdim=32, heads=2, kvheads=2, multiplier=2, layers=1,
+              patch=2, channels=16, theta=1e3, txtlayers=2, txtheads=2, txtkvheads=2)
+
+
+def _hidream_extra(g):
+    # conditioning_llama3: (batch, llama layers, tokens, width); llama_layers picks one per block.
+    return {"pooled_output": torch.randn(1, 32, generator=g),
+            "conditioning_llama3": torch.randn(1, 2, 5, 32, generator=g)}
+
+
+FAMILIES: dict[str, Family] = {
+    "flux": Family("Flux", _FLUX, 16, 2, False, 32, extra=_flux_extra, adapter="flux"),
+    "flux_kontext": Family("Flux", _FLUX, 16, 2, False, 32, extra=_flux_extra,
+                           ref_method=None, refs=((16, 16),), adapter="flux"),
+    "flux2": Family("Flux2", _FLUX2, 128, 1, False, 32, extra=lambda g: {"guidance": 4.0}, adapter="flux"),
+    "flux2_edit": Family("Flux2", _FLUX2, 128, 1, False, 32, extra=lambda g: {"guidance": 4.0},
+                         refs=((16, 16),), adapter="flux"),
+    "flux2_klein": Family("Flux2", dict(_FLUX2, guidance_embed=False), 128, 1, False, 32, extra=_none, adapter="flux"),
+    "flux2_klein_edit": Family("Flux2", dict(_FLUX2, guidance_embed=False), 128, 1, False, 32, extra=_none,
+                               refs=((16, 16),), adapter="flux"),
+    "qwen_image": Family("QwenImage", _QWEN, 16, 2, True, 32, extra=_none),
+    "qwen_image_edit": Family("QwenImage", _QWEN, 16, 2, True, 32, extra=_none, refs=((16, 16),)),
+    "wan21": Family("WAN21_T2V", _WAN21, 16, 2, True, 32, extra=_none),
+    "wan22": Family("WAN22_T2V", _WAN22, 48, 2, True, 32, extra=_none),
+    "chroma": Family("Chroma", _CHROMA, 16, 2, False, 32, extra=_none),
+    "lumina2": Family("Lumina2", _LUMINA2, 16, 2, False, 32, extra=_none),
+    "z_image": Family("ZImage", _ZIMAGE, 16, 2, False, 32, extra=_none),
+    "hidream": Family("HiDream", _HIDREAM, 16, 2, False, 32, extra=_hidream_extra),
+    "hunyuan_video": Family("HunyuanVideo", _HUNYUAN_VIDEO, 16, 2, True, 32, extra=_pooled_only),
+    "kandinsky5": Family("Kandinsky5", _KANDINSKY5, 16, 2, True, 32, extra=_pooled_only),
+    "krea2": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none),
+    "krea2_edit": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none, ref_method="index", refs=((16, 16),)),
+}
+
+
+def _seed_params(module: torch.nn.Module, seed: int) -> None:
+    """ComfyUI builds layers with torch.empty: give every parameter seeded N(0, 0.1^2) values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype) * 0.1)
+
+
+def make_model(family: str, seed: int = 0):
+    """The tiny BaseModel (comfy.model_base.*) with seeded weights, float32, on the CPU."""
+    import comfy.supported_models
+    fam = FAMILIES[family]
+    config = getattr(comfy.supported_models, fam.config)(dict(fam.unet_config))
+    config.set_inference_dtype(torch.float32, None)
+    model = config.get_model({}, device="cpu")
+    _seed_params(model.diffusion_model, seed)
+    return model
+
+
+def latent(family: str, rows: int, cols: int, frames: int = 1) -> torch.Tensor:
+    """Zero latent whose image token grid is rows x cols (x frames for 5-D video latents)."""
+    fam = FAMILIES[family]
+    h, w = rows * fam.patch, cols * fam.patch
+    if fam.video:
+        return torch.zeros(1, fam.channels, frames, h, w)
+    if frames != 1:
+        raise ValueError(f"{family} takes 4-D image latents: frames must be 1, got {frames}")
+    return torch.zeros(1, fam.channels, h, w)
+
+
+def conditioning(family: str, seed: int = 0, refs=None, ref_method=None):
+    """(positive, negative) lists as comfy.sample.sample expects: [[embedding, {extra keys}]]."""
+    fam = FAMILIES[family]
+    g = torch.Generator().manual_seed(seed + 1)
+    refs = fam.refs if refs is None else refs
+    ref_method = fam.ref_method if ref_method is None else ref_method
+    out = []
+    for _ in range(2):
+        emb = torch.randn(1, fam.txt_len, fam.txt_dim, generator=g)
+        extra = fam.extra(g) if fam.extra else {}
+        if refs:
+            extra["reference_latents"] = [torch.randn(latent(family, r, c).shape, generator=g) for r, c in refs]
+            if ref_method is not None:
+                extra["reference_latents_method"] = ref_method
+        out.append([[emb, extra]])
+    return out[0], out[1]
+
+
+def build(family: str, seed: int = 0, refs=None, ref_method=None):
+    """(ModelPatcher, positive, negative) for one family; refs: reference token grids [(rows, cols)]."""
+    import comfy.model_patcher
+    model = make_model(family, seed)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=_CPU, offload_device=_CPU)
+    positive, negative = conditioning(family, seed, refs, ref_method)
+    return patcher, positive, negative
+
+
+def sample(comfy, family, patcher, positive, negative, lat, steps=4, cfg=1.0, seed=0,
+           sampler="euler", scheduler="simple"):
+    noise = torch.randn(lat.shape, generator=torch.Generator().manual_seed(seed))
+    return comfy.sample.sample(patcher, noise, steps, cfg, sampler, scheduler, positive, negative, lat,
+                               seed=seed, disable_pbar=True)
