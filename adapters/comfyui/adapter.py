@@ -28,14 +28,14 @@ from .embed import DyPEComfyEmbed
 from .families import FAMILIES, ComfyFamily
 
 
-def patch_size_hw(diffusion_model: nn.Module) -> tuple[int, int]:
+def patch_size_hw(diffusion_model: nn.Module, attr: str = "patch_size") -> tuple[int, int]:
     """The model's patch size on (rows, cols): an int, or a (frames, rows, cols) / (rows, cols) sequence."""
-    ps = getattr(diffusion_model, "patch_size", None)
+    ps = getattr(diffusion_model, attr, None)
     if isinstance(ps, int):
         return ps, ps
     if isinstance(ps, (tuple, list)) and len(ps) >= 2:
         return int(ps[-2]), int(ps[-1])
-    raise TypeError(f"{type(diffusion_model).__name__} has no usable patch_size ({ps!r})")
+    raise TypeError(f"{type(diffusion_model).__name__}.{attr} is not a patch size ({ps!r})")
 
 
 def image_extent(tokens: int, stretch: Any) -> float:
@@ -69,7 +69,7 @@ class ComfyAdapter(Adapter):
             raise ValueError(f"the {self.name} adapter finds its embedders itself; drop module=")
         super().__init__(model, cfg, base_grid, aspect, backend, module)
         self.state = CallState()
-        self.patch_hw = patch_size_hw(model)
+        self.patch_hw = patch_size_hw(model, self.family.patch_attr)
         self.stock = {path: self._embedder(path, (stock or {}).get(path)) for path in self.family.embedders}
         first = self.stock[self.family.embedders[0]]
         self.axes_dims = check_axes_dims(first.axes_dim)

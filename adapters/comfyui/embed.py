@@ -51,15 +51,19 @@ class DyPEComfyEmbed(nn.Module):
             )
         if not call.axes:  # no axis larger than the base grid (a host fact, from the latent's shape)
             return stock
-        plan = plan_of(call, ids.device, self._build_plan)
-        batch = plan.inv_freq.shape[0] if plan.inv_freq.dim() > 1 else 1
+        plan = plan_of(call, ids.device, self._build_plan)  # one per sample: [B, D/2]
         if ids.dim() == 2:
             ids = ids.unsqueeze(0)
-        if ids.shape[0] not in (1, batch) or stock.shape[0] != ids.shape[0]:
+        batch = plan.inv_freq.shape[0]
+        if ids.shape[0] == 1 and batch > 1:
+            # ids shared by the whole batch (Wan, Lumina2): the tables keep their batch of 1, with the first
+            # sample's time; ComfyUI's samplers give every sample of a model call the same sigma
+            plan = RopePlan(plan.inv_freq[:1], plan.mscale[:1], plan.pair_axis)
+        elif ids.shape[0] != batch:
             raise ValueError(
                 f"{self._what}: position ids of batch {ids.shape[0]} do not fit a model call of {batch} samples"
             )
-        ours = rotation_matrices(ids, plan)  # [B, L, D/2, 2, 2]; B = the call's batch, one plan per sample
+        ours = rotation_matrices(ids, plan)  # [B, L, D/2, 2, 2]
         # the original inserts singleton axes (the head axis) after the batch axis: same numbers, its shape
         ours = ours.reshape(ours.shape[0], *stock.shape[1:])
         keep = torch.ones_like(plan.pair_axis, dtype=torch.bool)

@@ -21,19 +21,31 @@ class ComfyFamily:
     base_grid: tuple[int, int]  # native training grid in tokens (rows, cols)
     pixels_per_token: int = 16  # VAE downscale x patch size
     rope_options: bool = False  # the model stretches its image ids by transformer_options["rope_options"]
+    patch_attr: str = "patch_size"  # the diffusion model's attribute holding its patch size
     note: str = ""
 
 
 FAMILIES: tuple[ComfyFamily, ...] = (
-    ComfyFamily(
-        "flux",
-        ("comfy.ldm.flux.model.Flux",),
-        ("pe_embedder",),
-        (1, 2),
-        (64, 64),
-        rope_options=True,
-        note="FLUX.1 dev / schnell / Fill / Kontext, FLUX.2 and Klein (1024 px)",
-    ),
+    # FLUX.2 / Klein are the same class with 4 id axes (index, row, col, caption) and 16 px VAE tokens
+    ComfyFamily("flux", ("comfy.ldm.flux.model.Flux",), ("pe_embedder",), (1, 2), (64, 64), rope_options=True,
+                note="FLUX.1 dev / schnell / Fill / Kontext, FLUX.2 and Klein (1024 px)"),
+    ComfyFamily("chroma", ("comfy.ldm.chroma.model.Chroma",), ("pe_embedder",), (1, 2), (64, 64),
+                note="Chroma (1024 px)"),
+    # image ids centred on the grid; caption ids run on all three axes after the image's half extent
+    ComfyFamily("qwen_image", ("comfy.ldm.qwen_image.model.QwenImageTransformer2DModel",), ("pe_embedder",),
+                (1, 2), (83, 83), note="Qwen-Image and Qwen-Image-Edit (1328 px)"),
+    # caption and image ids are embedded in separate calls (axis 0 = caption index)
+    ComfyFamily("lumina2", ("comfy.ldm.lumina.model.NextDiT",), ("rope_embedder",), (1, 2), (64, 64),
+                rope_options=True, note="Lumina2 and Z-Image (1024 px)"),
+    ComfyFamily("hidream", ("comfy.ldm.hidream.model.HiDreamImageTransformer2DModel",), ("pe_embedder",),
+                (1, 2), (64, 64), note="HiDream-I1 (1024 px)"),
+    ComfyFamily("hunyuan_video", ("comfy.ldm.hunyuan_video.model.HunyuanVideo",), ("pe_embedder",), (1, 2),
+                (45, 80), note="HunyuanVideo (720 x 1280 px)"),
+    # image tokens only (text goes through cross-attention), ids of batch 1
+    ComfyFamily("wan", ("comfy.ldm.wan.model.WanModel",), ("rope_embedder",), (1, 2), (30, 52), rope_options=True,
+                note="Wan 2.1 / 2.2 and their variants (480 x 832 px)"),
+    ComfyFamily("krea2", ("comfy.ldm.krea2.model.SingleStreamDiT",), ("pe_embedder",), (1, 2), (64, 64),
+                patch_attr="patch", note="Krea 2 (1024 px)"),
 )
 
 

@@ -14,7 +14,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from dype_rope.config import METHODS, YARN_MODULATIONS, DyPEConfig
 
-from .adapter import comfy_adapter_class
+from .adapter import comfy_adapter_class, patch_size_hw
 from .patcher import patch_model_patcher
 
 ASPECTS = ("per-axis", "isotropic")
@@ -58,6 +58,15 @@ def shifted_sampling(model_patcher, width: int, height: int, policy: str, base_g
     return sampling
 
 
+def pixels_per_token(model_patcher, diffusion_model, adapter_cls) -> int:
+    """Image pixels per token side: the latent format's downscale times the patch (FLUX.2's 16 x 1, Wan 2.2's
+    16 x 2), the family's usual value when the model does not say."""
+    ratio = getattr(getattr(model_patcher.model, "latent_format", None), "spacial_downscale_ratio", None)
+    if not isinstance(ratio, int):
+        return adapter_cls.pixels_per_token
+    return ratio * patch_size_hw(diffusion_model, adapter_cls.family.patch_attr)[0]
+
+
 def _check_whole(name: str, value, multiple: int = 1, upper: int = MAX_PIXELS) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > upper:
         raise NodeInputError(f"{name} must be a whole number of pixels from 0 to {upper}, got {value!r}")
@@ -80,11 +89,12 @@ def dype_model(
     shift: str = "pinned",
 ):
     """What the node does, callable without the node machinery (tests, scripts)."""
+    diffusion_model = model.get_model_object("diffusion_model")
     try:
-        adapter_cls = comfy_adapter_class(model.get_model_object("diffusion_model"))
+        adapter_cls = comfy_adapter_class(diffusion_model)
     except TypeError as err:
         raise NodeInputError(str(err)) from None
-    ppt = adapter_cls.pixels_per_token
+    ppt = pixels_per_token(model, diffusion_model, adapter_cls)
     base_px = _check_whole("base_resolution", base_resolution, ppt)
     for name, value in (("width", width), ("height", height)):
         _check_whole(name, value)

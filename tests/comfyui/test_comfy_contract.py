@@ -37,8 +37,8 @@ class Tiny:
         self.comfy, self.name, self.row = comfy, name, tiny_comfy.FAMILIES[name]
         self.patcher, self.positive, self.negative = tiny_comfy.build(name, 0, refs, ref_method)
         self.adapter = comfy_adapter_class(self.patcher.get_model_object("diffusion_model"))
-        ppt = self.adapter.pixels_per_token
-        self.dype = dype_model(self.patcher, base_resolution=BASE[0] * ppt, **settings)
+        self.ppt = self.row.pixels_per_token
+        self.dype = dype_model(self.patcher, base_resolution=BASE[0] * self.ppt, **settings)
 
     def sample(self, patcher, rows, cols, cfg=2.0, positive=None):
         lat = tiny_comfy.latent(self.name, rows, cols)
@@ -117,13 +117,12 @@ def test_input_patcher_still_samples_stock(tiny):
 def test_two_nodes_in_one_graph_keep_their_own_settings(tiny):
     from dype_rope.adapters.comfyui.node import dype_model
 
-    ppt = tiny.adapter.pixels_per_token
-    other = dype_model(tiny.patcher, method="ntk", base_resolution=4 * ppt)
+    other = dype_model(tiny.patcher, method="ntk", base_resolution=4 * tiny.ppt)
     a, b = tiny.sample(tiny.dype, 16, 12), tiny.sample(other, 16, 12)
     assert not torch.equal(a, b)
     assert torch.equal(tiny.sample(tiny.dype, 16, 12), a)
     # a DyPE node after another one replaces its settings: the result is the second node's alone
-    chained = dype_model(tiny.dype, method="ntk", base_resolution=4 * ppt)
+    chained = dype_model(tiny.dype, method="ntk", base_resolution=4 * tiny.ppt)
     assert torch.equal(tiny.sample(chained, 16, 12), b)
 
 

@@ -64,6 +64,7 @@ class Family:
     ref_method: str | None = None   # default reference_latents_method for *_edit rows
     refs: tuple = ()            # default reference token grids for *_edit rows
     adapter: str | None = None  # the dype_rope ComfyUI family (adapters/comfyui/families.py) it belongs to
+    pixels_per_token: int = 16  # image pixels per token side: VAE downscale x patch (Wan 2.2 5B: 16 x 2)
 
 
 def _flux_extra(g):
@@ -151,18 +152,18 @@ FAMILIES: dict[str, Family] = {
     "flux2_klein": Family("Flux2", dict(_FLUX2, guidance_embed=False), 128, 1, False, 32, extra=_none, adapter="flux"),
     "flux2_klein_edit": Family("Flux2", dict(_FLUX2, guidance_embed=False), 128, 1, False, 32, extra=_none,
                                refs=((16, 16),), adapter="flux"),
-    "qwen_image": Family("QwenImage", _QWEN, 16, 2, True, 32, extra=_none),
-    "qwen_image_edit": Family("QwenImage", _QWEN, 16, 2, True, 32, extra=_none, refs=((16, 16),)),
-    "wan21": Family("WAN21_T2V", _WAN21, 16, 2, True, 32, extra=_none),
-    "wan22": Family("WAN22_T2V", _WAN22, 48, 2, True, 32, extra=_none),
-    "chroma": Family("Chroma", _CHROMA, 16, 2, False, 32, extra=_none),
-    "lumina2": Family("Lumina2", _LUMINA2, 16, 2, False, 32, extra=_none),
-    "z_image": Family("ZImage", _ZIMAGE, 16, 2, False, 32, extra=_none),
-    "hidream": Family("HiDream", _HIDREAM, 16, 2, False, 32, extra=_hidream_extra),
-    "hunyuan_video": Family("HunyuanVideo", _HUNYUAN_VIDEO, 16, 2, True, 32, extra=_pooled_only),
+    "qwen_image": Family("QwenImage", _QWEN, 16, 2, True, 32, extra=_none, adapter="qwen_image"),
+    "qwen_image_edit": Family("QwenImage", _QWEN, 16, 2, True, 32, extra=_none, refs=((16, 16),), adapter="qwen_image"),
+    "wan21": Family("WAN21_T2V", _WAN21, 16, 2, True, 32, extra=_none, adapter="wan"),
+    "wan22": Family("WAN22_T2V", _WAN22, 48, 2, True, 32, extra=_none, adapter="wan", pixels_per_token=32),
+    "chroma": Family("Chroma", _CHROMA, 16, 2, False, 32, extra=_none, adapter="chroma"),
+    "lumina2": Family("Lumina2", _LUMINA2, 16, 2, False, 32, extra=_none, adapter="lumina2"),
+    "z_image": Family("ZImage", _ZIMAGE, 16, 2, False, 32, extra=_none, adapter="lumina2"),
+    "hidream": Family("HiDream", _HIDREAM, 16, 2, False, 32, extra=_hidream_extra, adapter="hidream"),
+    "hunyuan_video": Family("HunyuanVideo", _HUNYUAN_VIDEO, 16, 2, True, 32, extra=_pooled_only, adapter="hunyuan_video"),
     "kandinsky5": Family("Kandinsky5", _KANDINSKY5, 16, 2, True, 32, extra=_pooled_only),
-    "krea2": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none),
-    "krea2_edit": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none, ref_method="index", refs=((16, 16),)),
+    "krea2": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none, adapter="krea2"),
+    "krea2_edit": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none, ref_method="index", refs=((16, 16),), adapter="krea2"),
 }
 
 

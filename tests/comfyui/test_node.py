@@ -1,0 +1,139 @@
+"""The DyPE node as ComfyUI sees it: loaded from the repository root by ComfyUI's own custom-node loader, its
+schema, its answers to inputs that make no sense, the optional noise shift and what rope_options mean."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+
+import tiny_comfy
+from dype_rope import DyPEConfig
+from shared_code import reference_rotations
+from test_comfy_contract import BASE, Tiny
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def node_cls(comfy):
+    import nodes
+
+    assert asyncio.run(nodes.load_custom_node(str(ROOT))) is True
+    return nodes.NODE_CLASS_MAPPINGS["DyPE"]
+
+
+@pytest.fixture
+def flux(comfy):
+    return Tiny(comfy, "flux")
+
+
+def test_loaded_by_comfyui_with_its_inputs(node_cls):
+    schema = node_cls.GET_SCHEMA()
+    inputs = {i.id: i for i in schema.inputs}
+    assert schema.node_id == "DyPE" and [o.io_type for o in schema.outputs] == ["MODEL"]
+    assert inputs["model"].io_type == "MODEL"
+    assert inputs["method"].options == ["yarn", "ntk", "pi", "none"] and inputs["method"].default == "yarn"
+    assert inputs["base_resolution"].default == 0 and inputs["dynamic"].default is True
+    advanced = {i.id for i in schema.inputs if i.advanced}
+    assert {"lambda_s", "lambda_t", "aspect", "yarn_modulation", "width", "height", "shift"} <= advanced
+    assert not advanced & {"model", "method", "base_resolution", "dynamic"}
+
+
+def test_node_returns_a_dype_clone(node_cls, flux):
+    out = node_cls.execute(model=flux.patcher, method="yarn", base_resolution=BASE[0] * 16, dynamic=True)
+    patched = out.args[0]
+    assert patched is not flux.patcher and patched.is_clone(flux.patcher)
+    assert "diffusion_model.pe_embedder" in patched.object_patches
+    assert not flux.patcher.object_patches  # the input model is untouched
+    assert torch.equal(flux.sample(patched, 16, 12), flux.sample(flux.dype, 16, 12))
+
+
+BAD_INPUTS = [
+    (dict(base_resolution=1000), "base_resolution 1000 px is not a multiple"),
+    (dict(base_resolution=-16), "base_resolution must be a whole number"),
+    (dict(base_resolution=1024.5), "base_resolution must be a whole number"),
+    (dict(method="rope2"), "unknown method 'rope2'"),
+    (dict(dynamic="yes"), "dynamic must be a bool"),
+    (dict(lambda_s=float("nan")), "lambda_s must be a finite number"),
+    (dict(lambda_s=-1.0), "lambda_s must be > 0"),
+    (dict(lambda_t=-0.5), "lambda_t must be >= 0, or -1"),
+    (dict(aspect="square"), "aspect must be one of"),
+    (dict(yarn_modulation="add"), "yarn_modulation must be one of"),
+    (dict(width=2048), "set both width and height"),
+    (dict(width=2048, height=-8), "height must be a whole number"),
+    (dict(width=2048, height=2048, shift="cosine"), "shift must be one of"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_INPUTS, ids=[m.split()[0] for _, m in BAD_INPUTS])
+def test_inputs_that_make_no_sense_are_refused_by_the_node(node_cls, flux, kwargs, message):
+    from dype_rope.adapters.comfyui.node import NodeInputError
+
+    settings = dict(model=flux.patcher, method="yarn", base_resolution=0, dynamic=True) | kwargs
+    with pytest.raises(NodeInputError, match=message):
+        node_cls.execute(**settings)
+
+
+def test_a_model_without_an_adapter_is_refused_by_name(node_cls, flux):
+    from dype_rope.adapters.comfyui.node import NodeInputError
+
+    other = flux.patcher.clone()
+    other.add_object_patch("diffusion_model", torch.nn.Linear(2, 2))
+    with pytest.raises(NodeInputError, match="no ComfyUI adapter for torch.nn.modules.linear.Linear"):
+        node_cls.execute(model=other, method="yarn", base_resolution=0, dynamic=True)
+
+
+def flux_node_sigmas(comfy, patcher, width, height):
+    """The sigmas ComfyUI's own ModelSamplingFlux node gives for width x height (max 1.15, base 0.5)."""
+    from comfy_extras.nodes_model_advanced import ModelSamplingFlux
+
+    (shifted,) = ModelSamplingFlux().patch(patcher, 1.15, 0.5, width, height)
+    return shifted.get_model_object("model_sampling").sigmas
+
+
+@pytest.mark.parametrize("width, height, policy, same_as", [
+    (2048, 1024, "linear", (2048, 1024)),  # ComfyUI's line, extrapolated
+    (4096, 4096, "linear", (4096, 4096)),
+    (4096, 2048, "pinned", (1024, 1024)),  # above the base resolution: the base resolution's shift
+    (512, 768, "pinned", (512, 768)),  # below it: the line
+])
+def test_noise_shift_follows_comfyuis_own_line(node_cls, flux, width, height, policy, same_as):
+    patched = node_cls.execute(model=flux.patcher, method="yarn", base_resolution=1024, dynamic=True,
+                               width=width, height=height, shift=policy).args[0]
+    expected = flux_node_sigmas(flux.comfy, flux.patcher, *same_as)
+    torch.testing.assert_close(patched.get_model_object("model_sampling").sigmas, expected, rtol=1e-6, atol=0)
+    assert "model_sampling" not in flux.patcher.object_patches
+
+
+def test_noise_shift_refused_for_models_without_flux_shift(node_cls, comfy):
+    from dype_rope.adapters.comfyui.node import NodeInputError
+
+    wan = Tiny(comfy, "wan21") if "wan21" in tiny_comfy.FAMILIES and tiny_comfy.FAMILIES["wan21"].adapter else None
+    if wan is None:
+        pytest.fail("the Wan 2.1 row is needed for this check")
+    with pytest.raises(NodeInputError, match="leave width and height at 0"):
+        node_cls.execute(model=wan.patcher, method="yarn", base_resolution=0, dynamic=True, width=1024, height=1024)
+
+
+def test_rope_options_stretch_the_extent_dype_sees(flux):
+    """rope_options scale the image ids: (n - 1) * scale + 1 positions. DyPE rescales by that extent, so a
+    user's own position interpolation is respected and DyPE only covers what still exceeds the base grid."""
+    rows, cols, scale = 16, 12, 0.75
+    patcher = flux.dype.clone()
+    patcher.model_options.setdefault("transformer_options", {})["rope_options"] = {"scale_x": scale, "scale_y": scale}
+    _, calls = flux.record(patcher, rows, cols)
+    emb = flux.embedders(patcher)[0]
+    axes_dims = [int(d) for d in emb.axes_dim]
+    extents = ((rows - 1) * scale + 1, (cols - 1) * scale + 1)
+    scales = [1.0, extents[0] / BASE[0], extents[1] / BASE[1]]
+    stretched = torch.cat([torch.full((d // 2,), a > 0) for a, d in enumerate(axes_dims)])
+    for call in calls:
+        for ids, table in call["tables"]:
+            assert ids[0, -1, 1] == (rows - 1) * scale  # ComfyUI really stretched the ids
+            expected = reference_rotations(ids[0], axes_dims, float(emb.theta), scales, float(call["sigma"][0]),
+                                           (1.0, *BASE), DyPEConfig())
+            torch.testing.assert_close(table[0, 0][..., stretched, :, :], expected[..., stretched, :, :].float(),
+                                       rtol=1e-5, atol=2e-6)
