@@ -137,3 +137,37 @@ def test_rope_options_stretch_the_extent_dype_sees(flux):
                                            (1.0, *BASE), DyPEConfig())
             torch.testing.assert_close(table[0, 0][..., stretched, :, :], expected[..., stretched, :, :].float(),
                                        rtol=1e-5, atol=2e-6)
+
+
+def test_example_workflow_is_a_valid_comfyui_graph(node_cls, comfy):
+    """docs/workflows/*.json (API format): every node exists in ComfyUI, every input is one it declares, and
+    every link comes from an output of the declared type."""
+    import json
+
+    import nodes
+
+    extras = Path(nodes.__file__).resolve().parent / "comfy_extras"
+    for name in ("nodes_flux.py", "nodes_sd3.py"):
+        assert asyncio.run(nodes.load_custom_node(str(extras / name), module_parent="comfy_extras"))
+    for path in sorted((ROOT / "docs" / "workflows").glob("*.json")):
+        graph = json.loads(path.read_text())
+        assert any(node["class_type"] == "DyPE" for node in graph.values()), path.name
+        for node_id, node in graph.items():
+            cls = nodes.NODE_CLASS_MAPPINGS[node["class_type"]]
+            declared = {k: v for section in cls.INPUT_TYPES().values() for k, v in section.items()}
+            for name, value in node["inputs"].items():
+                assert name in declared, f"{path.name} node {node_id}: {node['class_type']} has no input {name!r}"
+                if isinstance(value, list):  # a link [source node, output index]
+                    source = nodes.NODE_CLASS_MAPPINGS[graph[value[0]]["class_type"]]
+                    assert source.RETURN_TYPES[value[1]] == declared[name][0], f"{path.name} node {node_id}.{name}"
+                elif isinstance(declared[name][0], list) and node["class_type"] in ("DyPE", "KSampler"):
+                    # a combo of fixed options (loaders list the model files on disk: none here)
+                    assert value in declared[name][0], f"{path.name} node {node_id}.{name} = {value!r}"
+
+
+def test_comfyuis_config_parser_reads_the_registry_metadata(comfy):
+    from comfy_config import config_parser
+
+    config = config_parser.extract_node_configuration(str(ROOT))
+    assert config.project.name == "dype-rope"
+    assert config.tool_comfy.display_name and config.tool_comfy.publisher_id
