@@ -65,7 +65,8 @@ class QwenImageAdapter(Adapter):
         if not (QwenEmbedRope is not None and type(original) is QwenEmbedRope):
             raise TypeError(
                 f"{type(model).__name__}.pos_embed is {type(original).__name__}; the Qwen-Image adapter supports "
-                "QwenEmbedRope (models built with use_layer3d_rope=True are not supported)"
+                "QwenEmbedRope only: models built with use_layer3d_rope=True (Qwen-Image-Layered) are not supported; "
+                "run them unpatched"
             )
         head_dim = getattr(getattr(model, "config", None), "attention_head_dim", None)
         axes_dims = check_axes_dims(original.axes_dim, head_dim)
