@@ -198,9 +198,9 @@ def patch(
     adapter_cls = find_adapter(model, module)
     grid = _base_grid(adapter_cls, base_grid, base_resolution)
     resolved = resolve_backend(backend, model, adapter_cls.fused_attention)
+    adapter = adapter_cls(model, cfg, grid, aspect, resolved, module)  # refuses "triton" for families without it
     if resolved == "triton":
         _refuse_triton_off_cuda(model)
-    adapter = adapter_cls(model, cfg, grid, aspect, resolved, module)
     try:
         adapter.install()
     except BaseException:
