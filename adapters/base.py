@@ -171,10 +171,11 @@ def image_spans(ids: Tensor) -> Tensor:
     """Per-axis extent (in tokens) of the generated image in position ids [L, n] or [B, L, n].
 
     Tokens of conditioning images (FLUX Kontext, Qwen-Image-Edit) sit on a later frame index of axis 0 and
-    keep their own positions: only the tokens on the first frame count. The extent of axis a is the number of
-    those tokens on the line along a through the grid's first corner (the tokens whose other coordinates are
-    all at their minimum): a count, so it is exact whatever the ids' dtype (FluxPipeline casts ids to bf16,
-    where 511 rounds to 512 and a maximum would say 513). No image tokens give extents of 0 (plain RoPE).
+    keep their own positions: only the tokens on the first frame count. The extent of axis a is 1 (the grid's
+    first corner) plus the number of those tokens on the line along a through that corner, past it (their other
+    coordinates all at their minimum, their own above it). A count, so it is exact whatever the ids' dtype
+    (FluxPipeline casts ids to bf16, where 511 rounds to 512 and a maximum would say 513); tokens sitting on the
+    corner itself (text and padding ids of zeros) are not counted twice. No image tokens give extents of 0.
     """
     if ids.dim() == 3:
         ids = ids[0]
@@ -186,10 +187,11 @@ def image_spans(ids: Tensor) -> Tensor:
     frame = torch.cat([pos[:, :1], sentinel[:, :1]]).amin()
     mine = (pos[:, 0] == frame).unsqueeze(-1)
     corner = torch.cat([torch.where(mine, pos, math.inf), sentinel]).amin(dim=0)
-    at_corner = (pos == corner).unsqueeze(1)  # [L, 1, n]: each coordinate at its minimum
-    others = torch.eye(n, dtype=torch.bool, device=pos.device)  # [a, b]: coordinate b may vary along axis a
-    on_line = (at_corner | others).all(dim=-1) & mine  # [L, n]
-    return on_line.sum(dim=0, dtype=dtype)
+    at_corner = pos == corner  # [L, n]: each coordinate at its minimum
+    along = torch.eye(n, dtype=torch.bool, device=pos.device)  # [a, b]: coordinate b varies along axis a
+    on_line = (at_corner.unsqueeze(1) | along).all(dim=-1) & mine & ~at_corner  # [L, n]: past the corner on a
+    any_token = mine.any().to(dtype)
+    return on_line.sum(dim=0, dtype=dtype) + any_token
 
 
 class Adapter:

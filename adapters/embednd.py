@@ -176,9 +176,9 @@ class EmbedNDAdapter(Adapter):
         time_name = self._time_argument()
         axes, dtype = self._probe(original, axes_dims, theta)
         base_lens = self.axis_base_lens(len(axes_dims))
-        step = self.step
 
         def plan_of_call(ids: Tensor) -> RopePlan:
+            step = self.step  # the calling thread's
             if step.timestep is None:
                 raise self.outside_forward()
             spans = image_spans(ids if ids.dim() <= 3 else ids.flatten(0, -3))

@@ -15,10 +15,10 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
+from dype_rope.rope import RopePlan, check_axes_dims
 from dype_rope.timestep import diffusion_times
 
-from .base import Adapter, register_adapter
+from .base import Adapter, image_spans, register_adapter
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_hidream_image import (
@@ -44,13 +44,6 @@ def rotation_matrices(positions: Tensor, plan: RopePlan) -> Tensor:
     cos, sin = angles.cos() * mscale, angles.sin() * mscale
     matrices = torch.stack([cos, -sin, sin, cos], dim=-1)
     return matrices.reshape(*matrices.shape[:-1], 2, 2).float().unsqueeze(-4)
-
-
-def image_extents(ids: Tensor) -> Tensor:
-    """Per-axis extent (max position + 1) of the ids [B, L, n] of the first sample. Text and padding tokens sit at
-    0 on every axis, so the maximum is the image's (HiDream builds its ids in float32: no rounding)."""
-    pos = ids[0] if ids.dim() == 3 else ids
-    return pos.to(freq_dtype(ids.device)).amax(dim=0) + 1
 
 
 class DyPEHiDreamEmbedND(nn.Module):
@@ -94,7 +87,7 @@ class HiDreamAdapter(Adapter):
             if step.timestep is None:
                 raise self.outside_forward()
             # The model builds its ids inside forward, so they are read here, not by the pre-hook.
-            spans = image_extents(ids)
+            spans = image_spans(ids)  # text and padding ids are zeros: they sit on the image's corner
             # one plan per sample: the matrices carry a batch dimension, so a batch may mix times
             t = diffusion_times(step.timestep, divide_by=HIDREAM_TIMESTEP_RANGE, dtype=spans.dtype, device=spans.device)
             return self.plan_step(t, spans, axes_dims, theta, base_lens)
