@@ -4,11 +4,18 @@ The diffusion time and the global grid size reach the position encoding through 
 that a forward pre-hook on the top-level model fills at the start of each call and a forward hook clears at
 its end. The pre-hook runs before any wrapper that diffusers' context parallelism installs on `forward`, so
 it sees the full, unsplit position ids: every shard's scale is the global one.
+
+The step context belongs to the call: each thread calling the model has its own (`Adapter.step`), so two
+threads running one patched model never read each other's timestep. The hooks are the only link from the
+model to its patch: they keep the adapter alive exactly as long as the model holds them, and they refuse to
+be copied or pickled (a copy would share this patch's state; see docs/api.md).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import threading
 from typing import Any, Callable, Sequence
 
 import torch
@@ -16,6 +23,7 @@ from torch import Tensor, nn
 
 from dype_rope.config import DyPEConfig
 from dype_rope.rope import RopePlan, build_plan, freq_dtype
+from dype_rope.timestep import MIXED_TIMES, host_readable
 
 _BY_CLASS: dict[type, type["Adapter"]] = {}
 _DETECTORS: list[type["Adapter"]] = []
@@ -95,15 +103,16 @@ def find_adapter(model: nn.Module, module: nn.Module | None = None) -> type["Ada
 
 
 class StepContext:
-    """What the current model call knows, never shared between models.
+    """What the current model call knows, never shared between models nor between threads.
 
     The model's forward pre-hook stores the call's raw `timestep` and position `ids` (no tensor work there, so
     a compiled model stays one graph); the position encoding turns them into the diffusion time t, the
     per-axis scales and the per-pair plan inside the model's forward, and keeps them here for the attention
-    processors of the same call. The forward hook clears everything when the call returns.
+    processors of the same call. The forward hook clears everything when the call returns. `grid` holds
+    host-side sizes an adapter reads from the call's arguments (Z-Image's latent grid).
     """
 
-    __slots__ = ("timestep", "ids", "t", "scales", "plan")
+    __slots__ = ("timestep", "ids", "t", "scales", "plan", "grid")
 
     def __init__(self) -> None:
         self.clear()
@@ -114,6 +123,38 @@ class StepContext:
         self.t: Tensor | None = None
         self.scales: Tensor | None = None
         self.plan: RopePlan | None = None
+        self.grid: tuple[int, ...] | None = None
+
+
+COPY_REFUSED = (
+    "copy.deepcopy of a model patched by dype_rope is not supported: the copy would share this patch's hooks and "
+    "could be neither run on its own nor restored. Copy the model before dype_rope.patch() or after "
+    "handle.remove(), then patch the copy"
+)
+PICKLE_REFUSED = (
+    "a model patched by dype_rope cannot be pickled (torch.save(model), pickle.dumps): its patch lives in "
+    "per-call hooks that are not data. Save model.state_dict() (the patch leaves it unchanged), or call "
+    "handle.remove() first and patch the model again after loading"
+)
+
+
+class CallHook:
+    """A forward (pre-)hook owned by one patch. Copying it would leave the copy bound to this patch, and a hook
+    is code, not data: deepcopy and pickle of a patched model stop here with a message saying what to do."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __deepcopy__(self, memo):
+        raise TypeError(COPY_REFUSED)
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError(PICKLE_REFUSED)
 
 
 def argument_reader(forward: Callable, name: str) -> Callable[[tuple, dict], Any]:
@@ -140,22 +181,31 @@ def spans_on(sizes: Sequence[float], dtype: torch.dtype, device) -> Tensor:
     return torch.stack([torch.full((), float(s), dtype=dtype, device=device) for s in sizes])
 
 
-def image_spans(ids: Tensor, centred: bool = False) -> Tensor:
-    """Per-axis extent (max position + 1) of the generated image's tokens in ids [L, n] or [B, L, n].
+def image_spans(ids: Tensor) -> Tensor:
+    """Per-axis extent (in tokens) of the generated image in position ids [L, n] or [B, L, n].
 
     Tokens of conditioning images (FLUX Kontext, Qwen-Image-Edit) sit on a later frame index of axis 0 and
-    keep their own positions: only the tokens on the first frame count. centred=True measures max - min + 1
-    instead, for layouts whose positions need not start at 0 (centred grids).
+    keep their own positions: only the tokens on the first frame count. The extent of axis a is 1 (the grid's
+    first corner) plus the number of those tokens on the line along a through that corner, past it (their other
+    coordinates all at their minimum, their own above it). A count, so it is exact whatever the ids' dtype
+    (FluxPipeline casts ids to bf16, where 511 rounds to 512 and a maximum would say 513); tokens sitting on the
+    corner itself (text and padding ids of zeros) are not counted twice. No image tokens give extents of 0.
     """
     if ids.dim() == 3:
         ids = ids[0]
-    pos = ids.to(torch.float64 if freq_dtype(ids.device) == torch.float64 else torch.float32)
-    frame = pos[:, 0]
-    mine = (frame == frame.amin()).unsqueeze(-1)
-    top = torch.where(mine, pos, torch.full_like(pos, -torch.inf)).amax(dim=0) + 1
-    if not centred:
-        return top
-    return top - torch.where(mine, pos, torch.full_like(pos, torch.inf)).amin(dim=0)
+    dtype = torch.float64 if freq_dtype(ids.device) == torch.float64 else torch.float32
+    pos = ids.to(dtype)
+    n = pos.shape[-1]
+    # a sentinel row of +inf keeps every minimum defined when there are no tokens
+    sentinel = torch.full((1, n), math.inf, dtype=dtype, device=pos.device)
+    frame = torch.cat([pos[:, :1], sentinel[:, :1]]).amin()
+    mine = (pos[:, 0] == frame).unsqueeze(-1)
+    corner = torch.cat([torch.where(mine, pos, math.inf), sentinel]).amin(dim=0)
+    at_corner = pos == corner  # [L, n]: each coordinate at its minimum
+    along = torch.eye(n, dtype=torch.bool, device=pos.device)  # [a, b]: coordinate b varies along axis a
+    on_line = (at_corner.unsqueeze(1) | along).all(dim=-1) & mine & ~at_corner  # [L, n]: past the corner on a
+    any_token = mine.any().to(dtype)
+    return on_line.sum(dim=0, dtype=dtype) + any_token
 
 
 class Adapter:
@@ -190,7 +240,8 @@ class Adapter:
             )
         self.backend = backend  # "torch" or "triton", already resolved from "auto" by patch()
         self.module = module  # the position-encoding module the user pointed at, if any
-        self.step = StepContext()
+        self._calls = threading.local()  # one StepContext per calling thread
+        self.handle = None  # the PatchHandle, set by patch(): the model owns both through its call hooks
         self._undo: list[Callable[[], None]] = []
         grid = tuple(base_grid if base_grid is not None else self.default_base_grid())
         if len(grid) != len(self.rescaled_axes):
@@ -214,16 +265,32 @@ class Adapter:
         raise NotImplementedError
 
     # -- shared machinery ----------------------------------------------------------------------------------
+    @property
+    def step(self) -> StepContext:
+        """The step context of the call running in this thread (read it at call time, never keep it: another
+        thread has its own)."""
+        step = getattr(self._calls, "step", None)
+        if step is None:
+            step = self._calls.step = StepContext()
+        return step
+
     def on_remove(self, fn: Callable[[], None]) -> None:
         self._undo.append(fn)
 
     def remove(self) -> None:
+        """Run the undo steps in reverse, then let go of the model: a handle kept after remove() must not keep
+        the model alive."""
         while self._undo:
             self._undo.pop()()
         self.step.clear()
+        self.model = None
+        self.module = None
 
     def hook_calls(self, begin: Callable[[tuple, dict], None]) -> None:
-        """Run `begin(args, kwargs)` before every call of the model and clear the step context after it."""
+        """Run `begin(args, kwargs)` before every call of the model and clear the step context after it.
+
+        These hooks are what ties the patch to the model: they hold the adapter, so the model keeps its patch
+        alive and the patch never keeps the model alive (a dropped model is freed with its patch)."""
 
         def pre(module, args, kwargs):
             begin(args, kwargs)
@@ -233,8 +300,8 @@ class Adapter:
             self.step.clear()
             return None
 
-        h_pre = self.model.register_forward_pre_hook(pre, with_kwargs=True)
-        h_post = self.model.register_forward_hook(post, with_kwargs=True, always_call=True)
+        h_pre = self.model.register_forward_pre_hook(CallHook(pre), with_kwargs=True)
+        h_post = self.model.register_forward_hook(CallHook(post), with_kwargs=True, always_call=True)
         self.on_remove(h_pre.remove)
         self.on_remove(h_post.remove)
 
@@ -256,9 +323,9 @@ class Adapter:
         models that take them as an argument) in the step context: no tensor work, so no extra graph."""
         read_t = argument_reader(self.model.forward, timestep_name)
         read_ids = argument_reader(self.model.forward, ids_name) if ids_name else None
-        step = self.step
 
         def begin(args: tuple, kwargs: dict) -> None:
+            step = self.step
             step.clear()
             step.timestep = read_t(args, kwargs)
             if read_ids is not None:
@@ -291,8 +358,27 @@ class Adapter:
         )
 
     def plan_step(self, t: Tensor, spans: Tensor, axes_dims: Sequence[int], theta: float, base_lens) -> RopePlan:
-        """Scales and plan of this call from its diffusion time and the generated image's spans."""
+        """Scales and plan of this call from its diffusion time and the generated image's spans.
+
+        t is 0-d (one plan for the batch) or [B] (one plan per sample, for families whose tables carry a
+        batch dimension)."""
         scales = self.axis_scales(spans)
+        refuse_mixed_times(t, scales > 1)
         plan = build_plan(axes_dims, theta, scales, t, self.cfg, base_lens)
-        self.step.t, self.step.scales, self.step.plan = t, scales, plan
+        step = self.step
+        step.t, step.scales, step.plan = t, scales, plan
         return plan
+
+
+def refuse_mixed_times(t: Tensor, rescaled) -> None:
+    """Raise where a batch of different times (a NaN t, see dype_rope.timestep.diffusion_time) meets a rescaled
+    axis, on host values only (free to read); elsewhere the NaN reaches only the rescaled pairs' tables.
+    `rescaled` is a bool or a bool tensor of the axes DyPE rescales."""
+    if t.dim() or not host_readable(t):
+        return
+    if isinstance(rescaled, Tensor):
+        if not host_readable(rescaled):
+            return
+        rescaled = bool(rescaled.any())
+    if rescaled and bool(torch.isnan(t)):
+        raise ValueError(MIXED_TIMES)

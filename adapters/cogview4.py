@@ -88,14 +88,13 @@ class CogView4Adapter(Adapter):
         table = tuple(int(r) for r in original.rope_axes_dim)
         theta = float(original.theta)
         base_lens = tuple(float(r) for r in table)  # the base image spans the whole table
-        step = self.step
-
         def tables(h: int, w: int, hidden_states: Tensor) -> tuple[Tensor, Tensor] | None:
             ratios = [h / self.base_grid[0], w / self.base_grid[1]]
             if self.aspect == "isotropic":
                 ratios = [max(ratios)] * 2
             if all(r <= 1 for r in ratios):
                 return None
+            step = self.step
             if step.timestep is None:
                 raise self.outside_forward()
             device = hidden_states.device

@@ -197,19 +197,19 @@ class EmbedNDAdapter(Adapter):
         time_name = self._time_argument()
         axes = self._probe(original, axes_dims, theta)
         base_lens = self.axis_base_lens(len(axes_dims))
-        step = self.step
 
         ids_name = self._image_ids_argument()
 
         def plan_of_call(ids: Tensor) -> tuple[RopePlan, Tensor]:
+            step = self.step  # the calling thread's
             if step.timestep is None:
                 raise self.outside_forward()
             if step.plan is not None:  # one plan per model call, however often it embeds (FLUX.2: image, text)
                 return step.plan, step.scales
-            # The image's own ids when the forward takes them (BFL: img_ids / x_ids), else the ids embedded.
-            # max - min + 1: grids that start at 0 (FLUX) and centred ones read alike.
+            # The image's own ids when the forward takes them (BFL: img_ids / x_ids), else the ids embedded;
+            # extents are token counts, so grids that start at 0 (FLUX) and centred ones read alike.
             image_ids = step.ids if step.ids is not None else ids
-            spans = image_spans(image_ids if image_ids.dim() <= 3 else image_ids.flatten(0, -3), centred=True)
+            spans = image_spans(image_ids if image_ids.dim() <= 3 else image_ids.flatten(0, -3))
             t = diffusion_time(
                 step.timestep,
                 divide_by=self.time_divide_by,

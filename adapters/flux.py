@@ -9,14 +9,13 @@ Axis 0 (text / frame index) is never rescaled; axes 1 and 2 (rows, columns) are.
 
 from __future__ import annotations
 
-from typing import Callable
+from torch import nn
 
-from torch import Tensor, nn
-
-from dype_rope.rope import RopePlan, check_axes_dims, rope_tables
+from dype_rope.rope import RopePlan, check_axes_dims
 from dype_rope.timestep import diffusion_time
 
 from .base import Adapter, image_spans, register_adapter
+from .flux_embed import DyPEFluxPosEmbed
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_flux import FluxPosEmbed, FluxTransformer2DModel
@@ -24,22 +23,6 @@ except ImportError:  # pragma: no cover - exercised only without diffusers
     FluxPosEmbed = FluxTransformer2DModel = None
 
 FLUX_BASE_GRID = (64, 64)  # 1024 px at 16 px per token (VAE factor 8, 2x2 packing)
-
-
-class DyPEFluxPosEmbed(nn.Module):
-    """Drop-in for FluxPosEmbed: forward(ids [L, n_axes]) -> (cos, sin) [L, D], interleaved, float32."""
-
-    def __init__(self, theta: float, axes_dim, plan_of_call: Callable[[], RopePlan]) -> None:
-        super().__init__()
-        self.theta = theta
-        self.axes_dim = axes_dim
-        self._plan_of_call = plan_of_call
-
-    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        return rope_tables(ids, self._plan_of_call(), "interleaved")
-
-    def extra_repr(self) -> str:
-        return f"theta={self.theta}, axes_dim={list(self.axes_dim)}"
 
 
 @register_adapter(*(c for c in (FluxTransformer2DModel,) if c is not None), detect=True)
@@ -71,9 +54,9 @@ class FluxAdapter(Adapter):
             )
         theta = float(original.theta)
         base_lens = self.axis_base_lens(len(axes_dims))
-        step = self.step
 
         def plan_of_call() -> RopePlan:
+            step = self.step
             if step.ids is None:
                 raise self.outside_forward()
             if step.plan is None:  # one plan per call, however often the model embeds positions (FLUX.2: twice)
@@ -89,7 +72,7 @@ class FluxAdapter(Adapter):
             self.install_fused()
 
     def install_fused(self) -> None:
-        """backend="triton": swap attention for the fused processors (imported here: they build on this module)."""
+        """backend="triton": swap attention for the fused processors (imported here: they need Triton)."""
         from .flux_fused import install_fused_attention
 
         install_fused_attention(self)

@@ -10,7 +10,8 @@ The replacement returns the same interleaved (cos, sin) tables as Flux2PosEmbed,
 from __future__ import annotations
 
 from .base import register_adapter
-from .flux import DyPEFluxPosEmbed, FluxAdapter
+from .flux import FluxAdapter
+from .flux_embed import DyPEFluxPosEmbed
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_flux2 import Flux2PosEmbed, Flux2Transformer2DModel

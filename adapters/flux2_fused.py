@@ -28,7 +28,7 @@ from torch import Tensor
 from dype_rope.kernels import rope_qk_tables
 from dype_rope.rope import RopePlan
 
-from .flux import DyPEFluxPosEmbed
+from .flux_embed import DyPEFluxPosEmbed
 from .fused_qk import FusedProcessor, norm_rope, stock_attentions, swap_processors
 
 from diffusers.models.attention_dispatch import dispatch_attention_fn

@@ -86,9 +86,8 @@ def swap_processors(adapter, attentions: list, fused_for: dict[type, type], *arg
 
 def plan_of_step(adapter):
     """The processors' view of the call's plan, which the position encoding built earlier in the same call."""
-    step = adapter.step
-
     def plan_of_call():
+        step = adapter.step  # the calling thread's
         if step.plan is None:
             raise adapter.outside_forward()
         return step.plan

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from dype_rope.rope import RopePlan, check_axes_dims
-from dype_rope.timestep import diffusion_time
+from dype_rope.timestep import diffusion_times
 
 from .base import Adapter, image_spans, register_adapter
 
@@ -38,7 +38,9 @@ def rotation_matrices(positions: Tensor, plan: RopePlan) -> Tensor:
     cast at the end), so an unscaled plan reproduces the stock matrices bit for bit.
     """
     inv_freq, mscale, pair_axis = plan
-    angles = positions.to(inv_freq.dtype).index_select(-1, pair_axis) * inv_freq
+    # a plan per sample ([B, D/2]) meets its sample's positions [B, L, D/2]
+    angles = positions.to(inv_freq.dtype).index_select(-1, pair_axis) * inv_freq.unsqueeze(-2)
+    mscale = mscale.unsqueeze(-2)
     cos, sin = angles.cos() * mscale, angles.sin() * mscale
     matrices = torch.stack([cos, -sin, sin, cos], dim=-1)
     return matrices.reshape(*matrices.shape[:-1], 2, 2).float().unsqueeze(-4)
@@ -79,14 +81,15 @@ class HiDreamAdapter(Adapter):
             raise ValueError(f"the HiDream adapter expects 3 RoPE axes (frame, rows, columns), got {len(axes_dims)}")
         theta = float(original.theta)
         base_lens = self.axis_base_lens(len(axes_dims))
-        step = self.step
 
         def plan_of_call(ids: Tensor) -> RopePlan:
+            step = self.step
             if step.timestep is None:
                 raise self.outside_forward()
             # The model builds its ids inside forward, so they are read here, not by the pre-hook.
-            spans = image_spans(ids)
-            t = diffusion_time(step.timestep, divide_by=HIDREAM_TIMESTEP_RANGE, dtype=spans.dtype, device=spans.device)
+            spans = image_spans(ids)  # text and padding ids are zeros: they sit on the image's corner
+            # one plan per sample: the matrices carry a batch dimension, so a batch may mix times
+            t = diffusion_times(step.timestep, divide_by=HIDREAM_TIMESTEP_RANGE, dtype=spans.dtype, device=spans.device)
             return self.plan_step(t, spans, axes_dims, theta, base_lens)
 
         model.pe_embedder = DyPEHiDreamEmbedND(original.theta, original.axes_dim, plan_of_call)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
 from dype_rope.rope_formats import complex_table
-from dype_rope.timestep import diffusion_time
+from dype_rope.timestep import diffusion_times
 
 from .base import Adapter, register_adapter
 
@@ -76,15 +76,16 @@ class Lumina2Adapter(Adapter):
             raise ValueError(f"the Lumina2 adapter expects 3 RoPE axes (caption, rows, cols), got {len(axes_dims)}")
         theta = float(original.theta)
         base_lens = self.axis_base_lens(len(axes_dims))
-        step = self.step
 
         def plan_of_call(ids: Tensor) -> RopePlan:
+            step = self.step
             if step.timestep is None:
                 raise self.outside_forward()
             # Caption tokens sit at row = col = 0 and padding at 0 too, so the extents are the image's.
             dtype = freq_dtype(ids.device)
             spans = ids.reshape(-1, ids.shape[-1]).amax(dim=0).to(dtype) + 1
-            t = diffusion_time(step.timestep, reverse=True, dtype=dtype, device=ids.device)
+            # one plan per sample: the tables carry a batch dimension, so a batch may mix times
+            t = diffusion_times(step.timestep, reverse=True, dtype=dtype, device=ids.device)
             return self.plan_step(t, spans, axes_dims, theta, base_lens)
 
         model.rope_embedder = DyPELumina2RotaryPosEmbed(original, plan_of_call)

@@ -14,18 +14,17 @@ entry of img_shapes): conditioning images and text keep their positions and shar
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
-from torch import Tensor, nn
 
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
-from dype_rope.rope_formats import complex_table
 from dype_rope.schedules import plain_inv_freq
 from dype_rope.timestep import diffusion_time
 
 from .base import Adapter, register_adapter, spans_on
 from .parallel import swap_module
+from .qwen_image_embed import DyPEQwenEmbedRope, axis_positions, image_list, qwen_positions  # noqa: F401
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_qwenimage import QwenEmbedRope, QwenImageTransformer2DModel
@@ -37,42 +36,6 @@ except ImportError:  # pragma: no cover - exercised only without diffusers
 QWEN_IMAGE_BASE_GRID = (83, 83)
 
 
-def image_list(video_fhw) -> list[tuple[int, int, int]]:
-    """img_shapes as QwenEmbedRope reads it: the first batch entry, as a list of (frames, rows, cols)."""
-    if isinstance(video_fhw, list) and video_fhw and isinstance(video_fhw[0], list):
-        video_fhw = video_fhw[0]
-    if not isinstance(video_fhw, list):
-        video_fhw = [video_fhw]
-    shapes = [tuple(int(v) for v in fhw) for fhw in video_fhw]
-    if not shapes or any(len(s) != 3 for s in shapes):
-        raise ValueError(f"img_shapes must hold (frames, rows, cols) triples, got {video_fhw!r}")
-    return shapes
-
-
-def axis_positions(n: int, centred: bool, device=None) -> Tensor:
-    """Token positions along one image axis: centred as -(n - n//2) .. n//2 - 1, or 0 .. n - 1."""
-    start = -(n - n // 2) if centred else 0
-    return torch.arange(start, start + n, dtype=torch.float32, device=device)
-
-
-def qwen_positions(
-    shapes: Sequence[tuple[int, int, int]], text_len: int, centred: bool, device=None
-) -> tuple[Tensor, Tensor]:
-    """Positions [N_img, 3] of every image token (images in order, frame-major) and [text_len, 3] of the text.
-
-    Whole numbers in float32, built on `device` from Python ints: nothing crosses between host and device.
-    """
-    blocks = []
-    for idx, (f, h, w) in enumerate(shapes):
-        frame = torch.arange(idx, idx + f, dtype=torch.float32, device=device)
-        rows, cols = axis_positions(h, centred, device), axis_positions(w, centred, device)
-        grid = torch.meshgrid(frame, rows, cols, indexing="ij")
-        blocks.append(torch.stack(grid, dim=-1).reshape(-1, 3))
-    extent = max(max(h // 2, w // 2) if centred else max(h, w) for _, h, w in shapes)
-    text = torch.arange(extent, extent + text_len, dtype=torch.float32, device=device)
-    return torch.cat(blocks), text.unsqueeze(-1).expand(text_len, 3)
-
-
 def native_precision(plan: RopePlan, scales: Tensor, theta: float, axes_dims: Sequence[int]) -> RopePlan:
     """The plan in float32, Qwen-Image's own precision: pairs of axes that are not rescaled take QwenEmbedRope's
     float32 frequencies exactly (so at or below the base grid the tables match the stock ones bit for bit);
@@ -82,32 +45,6 @@ def native_precision(plan: RopePlan, scales: Tensor, theta: float, axes_dims: Se
     rescaled = (scales > 1).index_select(0, plan.pair_axis)
     inv_freq = torch.where(rescaled, plan.inv_freq.float(), stock)
     return RopePlan(inv_freq, plan.mscale.float(), plan.pair_axis)
-
-
-class DyPEQwenEmbedRope(nn.Module):
-    """Drop-in for QwenEmbedRope: forward(video_fhw, device, max_txt_seq_len) -> (image, text) complex64
-    freqs_cis [N, D/2], rescaled per call."""
-
-    def __init__(
-        self, original: nn.Module, plan_of_call: Callable[[Sequence[tuple[int, int, int]], torch.device], RopePlan]
-    ) -> None:
-        super().__init__()
-        self.theta = original.theta
-        self.axes_dim = original.axes_dim
-        self.scale_rope = original.scale_rope
-        self._plan_of_call = plan_of_call
-
-    def forward(self, video_fhw, device: torch.device = None, max_txt_seq_len: int | Tensor | None = None):
-        if max_txt_seq_len is None:
-            raise ValueError("`max_txt_seq_len` must be provided.")
-        shapes = image_list(video_fhw)
-        device = torch.device("cpu") if device is None else torch.device(device)
-        image, text = qwen_positions(shapes, int(max_txt_seq_len), self.scale_rope, device)
-        plan = self._plan_of_call(shapes, device)
-        return complex_table(image, plan), complex_table(text, plan)
-
-    def extra_repr(self) -> str:
-        return f"theta={self.theta}, axes_dim={list(self.axes_dim)}, scale_rope={self.scale_rope}"
 
 
 @register_adapter(*(c for c in (QwenImageTransformer2DModel,) if c is not None))
@@ -128,7 +65,8 @@ class QwenImageAdapter(Adapter):
         if not (QwenEmbedRope is not None and type(original) is QwenEmbedRope):
             raise TypeError(
                 f"{type(model).__name__}.pos_embed is {type(original).__name__}; the Qwen-Image adapter supports "
-                "QwenEmbedRope (models built with use_layer3d_rope=True are not supported)"
+                "QwenEmbedRope only: models built with use_layer3d_rope=True (Qwen-Image-Layered) are not supported; "
+                "run them unpatched"
             )
         head_dim = getattr(getattr(model, "config", None), "attention_head_dim", None)
         axes_dims = check_axes_dims(original.axes_dim, head_dim)
@@ -136,9 +74,9 @@ class QwenImageAdapter(Adapter):
             raise ValueError(f"the Qwen-Image adapter expects 3 RoPE axes (frame, rows, cols), got {len(axes_dims)}")
         theta = original.theta
         base_lens = self.axis_base_lens(len(axes_dims))
-        step = self.step
 
         def plan_of_call(shapes: Sequence[tuple[int, int, int]], device: torch.device) -> RopePlan:
+            step = self.step
             if step.timestep is None:
                 raise self.outside_forward()
             dtype = freq_dtype(device)

@@ -24,7 +24,7 @@ from dype_rope.kernels import rope_qk_tables
 
 from .fused_qk import FusedProcessor, norm_rope, plan_of_step, stock_attentions, swap_processors
 from .parallel import swap_module
-from .qwen_image import DyPEQwenEmbedRope, image_list, qwen_positions
+from .qwen_image_embed import DyPEQwenEmbedRope, image_list, qwen_positions
 
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.attention_processor import Attention

@@ -25,7 +25,7 @@ from dype_rope.rope import freq_dtype
 from dype_rope.sincos import axis_sincos, grid_sincos, sincos_frequencies, sincos_plain
 from dype_rope.timestep import diffusion_time
 
-from .base import Adapter, register_adapter
+from .base import Adapter, refuse_mixed_times, register_adapter
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.embeddings import PatchEmbed
@@ -83,7 +83,7 @@ class SD3Adapter(Adapter):
         centre = (max_size - 1) / 2 * spacing  # the centre of every crop with an even margin
         extents = [g * spacing for g in self.base_grid]
         stock_crop = type(embed).cropped_pos_embed.__get__(embed)
-        step, cfg = self.step, self.cfg
+        cfg = self.cfg
 
         def cropped_pos_embed(height: int, width: int) -> Tensor:
             h, w = height // embed.patch_size, width // embed.patch_size
@@ -98,9 +98,11 @@ class SD3Adapter(Adapter):
             plain = sincos_plain(channels, torch.empty(0, dtype=dtype, device=buffer.device))
             t = None
             if any(rescaled):
+                step = self.step
                 if step.timestep is None:
                     raise self.outside_forward()
                 t = diffusion_time(step.timestep, divide_by=SD3_TIMESTEP_RANGE, dtype=dtype, device=buffer.device)
+                refuse_mixed_times(t, True)
                 step.t = t
                 step.scales = torch.stack([torch.full((), r, dtype=dtype, device=buffer.device) for r in ratios])
             per_axis = []

@@ -14,16 +14,15 @@ the scale is always that of the global grid.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
 
 from .base import register_adapter
 from .parallel import swap_module
-from .video import VideoAdapter, grid_tables, latent_grid
+from .video import VideoAdapter
+from .wan_embed import DyPEWanRotaryPosEmbed
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed, WanTransformer3DModel
@@ -47,27 +46,6 @@ def wan_axes_dims(head_dim: int) -> tuple[int, int, int]:
     """(frames, rows, columns) channels of a Wan head, as WanRotaryPosEmbed splits them."""
     hw = 2 * (head_dim // 6)
     return check_axes_dims((head_dim - 2 * hw, hw, hw), head_dim)
-
-
-class DyPEWanRotaryPosEmbed(nn.Module):
-    """Drop-in for WanRotaryPosEmbed: forward(latent [B, C, F, H, W]) -> (cos, sin) [1, F*H*W, 1, D], float32."""
-
-    def __init__(self, original: nn.Module, plan_of_call: Callable[[tuple[int, int, int], torch.device], RopePlan]):
-        super().__init__()
-        self.attention_head_dim = original.attention_head_dim
-        self.patch_size = original.patch_size
-        self.max_seq_len = original.max_seq_len
-        self.t_dim, self.h_dim, self.w_dim = original.t_dim, original.h_dim, original.w_dim
-        self._plan_of_call = plan_of_call
-
-    def forward(self, hidden_states: Tensor) -> tuple[Tensor, Tensor]:
-        grid = latent_grid(hidden_states, self.patch_size)
-        plan = self._plan_of_call(grid, hidden_states.device)
-        cos, sin = grid_tables(grid, plan, (self.t_dim, self.h_dim, self.w_dim))
-        return cos[None, :, None], sin[None, :, None]
-
-    def extra_repr(self) -> str:
-        return f"head_dim={self.attention_head_dim}, patch_size={tuple(self.patch_size)}"
 
 
 @register_adapter(*(c for c in (WanTransformer3DModel, WanVACETransformer3DModel) if c is not None), detect=True)

@@ -29,7 +29,7 @@ from dype_rope.kernels import rope_qk, rope_qk_tables
 from .fused_qk import FusedProcessor, plan_of_step, stock_attentions, swap_processors
 from .parallel import swap_module
 from .video import latent_grid
-from .wan import DyPEWanRotaryPosEmbed
+from .wan_embed import DyPEWanRotaryPosEmbed
 
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import (

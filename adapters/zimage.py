@@ -76,15 +76,13 @@ class ZImageAdapter(Adapter):
             raise ValueError(f"the Z-Image adapter expects 3 RoPE axes (sequence, rows, cols), got {len(axes_dims)}")
         theta = float(original.theta)
         base_lens = self.axis_base_lens(len(axes_dims))
-        step = self.step
-        grid: list[tuple[int, int]] = []  # (rows, cols) of the current call's generated image
-
         def plan_of_call(device: torch.device) -> RopePlan:
-            if step.timestep is None or not grid:
+            step = self.step
+            if step.timestep is None or step.grid is None:
                 raise self.outside_forward()
             if step.plan is None:
                 dtype = freq_dtype(device)
-                spans = spans_on((1, *grid[-1]), dtype, device)
+                spans = spans_on((1, *step.grid), dtype, device)
                 t = diffusion_time(step.timestep, reverse=True, dtype=dtype, device=device)
                 self.plan_step(t, spans, axes_dims, theta, base_lens)
             return step.plan
@@ -94,12 +92,12 @@ class ZImageAdapter(Adapter):
         read_patch = argument_reader(model.forward, "patch_size")
 
         def begin(args: tuple, kwargs: dict) -> None:
+            step = self.step
             step.clear()
-            grid.clear()
             step.timestep = read_t(args, kwargs)
             patch = int(read_patch(args, kwargs))
             height, width = generated_latent(read_x(args, kwargs)).shape[-2:]
-            grid.append((height // patch, width // patch))  # shapes are host ints: no device work
+            step.grid = (height // patch, width // patch)  # (rows, cols) of the generated image: host ints
 
         model.rope_embedder = DyPERopeEmbedder(original, plan_of_call)
         self.on_remove(lambda: setattr(model, "rope_embedder", original))

@@ -10,7 +10,7 @@ from .patching import PatchHandle, is_patched, patch, unpatch
 from .pipelines import enable
 from .rope import RopePlan, apply_rope, apply_rope_plan, build_plan, plain_plan, rope_tables
 from .schedules import SCHEDULES, get_schedule, kappa, register_schedule
-from .timestep import diffusion_time
+from .timestep import diffusion_time, diffusion_times
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ __all__ = [
     "apply_rope_plan",
     "build_plan",
     "diffusion_time",
+    "diffusion_times",
     "enable",
     "get_schedule",
     "is_patched",

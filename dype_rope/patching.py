@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import os
 import weakref
 from typing import Sequence
 
+import torch
 from torch import nn
 
 from .config import DyPEConfig
@@ -12,9 +15,30 @@ from .config import DyPEConfig
 ASPECTS = ("per-axis", "isotropic")
 BACKENDS = ("auto", "torch", "triton")
 
-# Which models are patched right now. Weak keys: the registry never keeps a model alive, and nothing is
-# stored on the model itself, so remove() leaves no attribute behind.
-_PATCHED: "weakref.WeakKeyDictionary[nn.Module, PatchHandle]" = weakref.WeakKeyDictionary()
+# Which models are patched right now, and by which handle. Weak on both sides: the registry never keeps a
+# model alive (its value would, through the adapter), and nothing is stored on the model itself, so remove()
+# leaves no attribute behind. What keeps a patch alive is the model: its call hooks hold the adapter, which
+# holds the handle (`adapter.handle`), so a model dropped by the user is freed with its patch.
+_PATCHED: "weakref.WeakKeyDictionary[nn.Module, weakref.ref[PatchHandle]]" = weakref.WeakKeyDictionary()
+
+
+def _handle_of(model: nn.Module) -> "PatchHandle | None":
+    ref = _PATCHED.get(model)
+    return None if ref is None else ref()
+
+
+def _target(model, what: str) -> nn.Module:
+    """The module a patch acts on: `model` itself, or the original inside a torch.compile wrapper (which
+    compiles whatever its original does, hooks and replaced submodules included)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{what} takes a torch.nn.Module, got {type(model).__name__}")
+    original = getattr(model, "_orig_mod", None)
+    if isinstance(original, nn.Module):
+        from torch._dynamo.eval_frame import OptimizedModule
+
+        if isinstance(model, OptimizedModule):
+            return original
+    return model
 
 
 class PatchHandle:
@@ -26,7 +50,8 @@ class PatchHandle:
 
     @property
     def model(self) -> nn.Module | None:
-        return self._model()
+        """The patched model; None once the patch is removed or the model is gone."""
+        return self._model() if self.active else None
 
     @property
     def config(self) -> DyPEConfig:
@@ -38,16 +63,18 @@ class PatchHandle:
 
     @property
     def active(self) -> bool:
-        model = self.model
-        return model is not None and _PATCHED.get(model) is self
+        model = self._model()
+        return model is not None and _handle_of(model) is self
 
     def remove(self) -> None:
-        """Restore the model exactly as it was; calling it again does nothing."""
-        model = self.model
-        if model is None or _PATCHED.get(model) is not self:
+        """Restore the model exactly as it was; calling it again does nothing. Afterwards the handle no
+        longer refers to the model (it can be freed while the handle lives on)."""
+        model = self._model()
+        if model is None or _handle_of(model) is not self:
             return
-        self.adapter.remove()
         del _PATCHED[model]
+        self.adapter.remove()
+        self.adapter.handle = None
 
     def __enter__(self) -> "PatchHandle":
         return self
@@ -60,11 +87,23 @@ class PatchHandle:
         return f"PatchHandle({self.adapter.name}, {self.config}, base_grid={self.base_grid}, {state})"
 
 
+def _sizes(value, name: str, unit: str) -> tuple:
+    """A size argument as a tuple: one number for every axis, or a sequence of numbers."""
+    if isinstance(value, (int, float)):
+        return (value, value)
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise TypeError(
+        f"{name} must be a number of {unit} or a (height, width) sequence of them, got {type(value).__name__}"
+        + (" (pass int(x) or x.tolist())" if isinstance(value, torch.Tensor) else "")
+    )
+
+
 def _base_grid(adapter_cls, base_grid, base_resolution) -> tuple[int, ...] | None:
     if base_grid is not None and base_resolution is not None:
         raise ValueError("pass base_grid (tokens) or base_resolution (pixels), not both")
     if base_resolution is not None:
-        px = (base_resolution, base_resolution) if isinstance(base_resolution, (int, float)) else tuple(base_resolution)
+        px = _sizes(base_resolution, "base_resolution", "pixels")
         if len(px) != 2:
             raise ValueError(
                 "base_resolution is (height, width) in pixels; give a video's frames through "
@@ -72,18 +111,29 @@ def _base_grid(adapter_cls, base_grid, base_resolution) -> tuple[int, ...] | Non
             )
         ppt = adapter_cls.pixels_per_token
         for p in px:
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or p <= 0:
-                raise ValueError(f"base_resolution must be positive pixels, got {base_resolution!r}")
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
+                raise ValueError(f"base_resolution must be positive, finite pixels, got {base_resolution!r}")
             if p % ppt:
                 raise ValueError(f"base_resolution {p} px is not a multiple of the model's {ppt} px per token")
         return tuple(int(p) // ppt for p in px)
     if base_grid is None:
         return None
-    grid = (base_grid, base_grid) if isinstance(base_grid, int) else tuple(base_grid)
+    grid = _sizes(base_grid, "base_grid", "tokens")
     for g in grid:
         if isinstance(g, bool) or not isinstance(g, int) or g <= 0:
-            raise ValueError(f"base_grid must be positive whole token counts, got {base_grid!r}")
+            raise ValueError(f"base_grid must be positive whole token counts (ints), got {base_grid!r}")
     return grid
+
+
+def _refuse_triton_off_cuda(model: nn.Module) -> None:
+    """An explicit backend="triton" on a model whose weights are not on CUDA would fail at the first forward."""
+    param = next(iter(model.parameters()), None)
+    if param is None or param.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return
+    raise ValueError(
+        f"backend='triton' needs the model on a CUDA device, but its weights are on {param.device.type}: move it "
+        "first (model.to('cuda'), then patch) or use backend='torch' (or 'auto', which picks the kernels on CUDA)"
+    )
 
 
 def resolve_backend(backend: str, model: nn.Module, fused: bool = True) -> str:
@@ -130,12 +180,13 @@ def patch(
     backend:         "auto", "torch" or "triton" (fused kernels on CUDA; "auto" takes them when it can, "triton" is
                      refused for families without fused attention).
     module:          the position-encoding submodule to replace, for models without a registered adapter.
+
+    A torch.compile wrapper is patched through its original module (the compiled model then runs the patch).
     """
     from dype_rope.adapters import find_adapter
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"patch() takes a torch.nn.Module, got {type(model).__name__}")
-    if model in _PATCHED:
+    model = _target(model, "patch()")
+    if _handle_of(model) is not None:
         raise RuntimeError(
             f"this {type(model).__name__} is already patched; call handle.remove() or dype_rope.unpatch(model) first"
         )
@@ -147,24 +198,29 @@ def patch(
     adapter_cls = find_adapter(model, module)
     grid = _base_grid(adapter_cls, base_grid, base_resolution)
     resolved = resolve_backend(backend, model, adapter_cls.fused_attention)
-    adapter = adapter_cls(model, cfg, grid, aspect, resolved, module)
+    adapter = adapter_cls(model, cfg, grid, aspect, resolved, module)  # refuses "triton" for families without it
+    if resolved == "triton":
+        _refuse_triton_off_cuda(model)
     try:
         adapter.install()
     except BaseException:
         adapter.remove()  # a failed install leaves the model as it was
         raise
     handle = PatchHandle(model, adapter)
-    _PATCHED[model] = handle
+    adapter.handle = handle  # owned through the model's hooks, which hold the adapter
+    _PATCHED[model] = weakref.ref(handle)
     return handle
 
 
 def unpatch(model: nn.Module) -> None:
-    """Undo dype_rope.patch() on `model`."""
-    handle = _PATCHED.get(model)
+    """Undo dype_rope.patch() on `model` (or on the original of a torch.compile wrapper)."""
+    model = _target(model, "unpatch()")
+    handle = _handle_of(model)
     if handle is None:
         raise ValueError(f"this {type(model).__name__} is not patched by dype_rope")
     handle.remove()
 
 
 def is_patched(model: nn.Module) -> bool:
-    return model in _PATCHED
+    model = _target(model, "is_patched()")
+    return _handle_of(model) is not None

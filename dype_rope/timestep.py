@@ -2,6 +2,13 @@
 
 Checks run only where they cost no device sync: on Python numbers, and on host tensors outside
 torch.compile. A CUDA timestep is trusted as it is; reading its value would stall the stream every step.
+
+A batch may carry one time per sample (diffusers' model tests, training, some samplers). At or below the base
+grid nothing depends on t, so any batch passes through. Above it, families whose tables carry a batch
+dimension (HiDream, Lumina2) build one plan per sample from :func:`diffusion_times`; the others build one
+plan per call from :func:`diffusion_time`, which gives NaN for a batch whose samples differ: the schedules
+ignore t on axes they do not rescale, so the NaN reaches only rescaled tables, and an adapter that can read
+the values for free (host tensors) refuses the batch with :data:`MIXED_TIMES` instead.
 """
 
 from __future__ import annotations
@@ -11,6 +18,17 @@ import math
 import torch
 from torch import Tensor
 
+MIXED_TIMES = (
+    "all samples of a batch must share one diffusion time where DyPE rescales (this image is larger than the "
+    "base grid and this family builds one RoPE table per call); call the model once per time, or stay at or "
+    "below the base grid"
+)
+
+
+def host_readable(x: Tensor) -> bool:
+    """True where reading x's values costs nothing: a CPU tensor outside torch.compile."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
 
 def _check_value(values, what: str) -> None:
     for v in values:
@@ -18,16 +36,14 @@ def _check_value(values, what: str) -> None:
             raise ValueError(f"{what} must be a diffusion time in [0, 1] (1 = noise), got {v}")
 
 
-def diffusion_time(
+def diffusion_times(
     timestep, *, divide_by: float = 1.0, reverse: bool = False, dtype: torch.dtype = torch.float64, device=None
 ) -> Tensor:
-    """A 0-d tensor t in [0, 1] from a model's timestep argument.
+    """t in [0, 1] per sample from a model's timestep argument: [B] for a tensor of B values, 0-d for a number
+    or a 0-d tensor.
 
     divide_by: the model's timestep range (1 for FLUX's sigma, 1000 for SD3's timestep);
     reverse:   True for models whose time runs from 0 = noise to 1 = data (Lumina2, Z-Image).
-
-    Every sample of a batch shares one diffusion time in every sampler this library supports; a batch is
-    represented by its first element.
     """
     if timestep is None:
         raise ValueError("the model was called without a timestep; DyPE needs the diffusion time of every call")
@@ -40,15 +56,24 @@ def diffusion_time(
         return torch.tensor(t, dtype=dtype, device=device)
     if timestep.numel() == 0:
         raise ValueError("timestep is empty")
-    flat = timestep.reshape(-1)
-    t = flat[0].to(dtype) / divide_by
+    t = timestep.reshape(-1) if timestep.dim() else timestep
+    t = t.to(dtype) / divide_by
     t = 1.0 - t if reverse else t
-    if flat.device.type == "cpu" and not torch.compiler.is_compiling():
+    if host_readable(timestep):
         # Host values: checking them is free. (Never reached under torch.compile or for device tensors.)
-        values = (flat.double() / divide_by).tolist()
-        _check_value([1.0 - v if reverse else v for v in values], "timestep")
-        if len(set(values)) > 1:
-            raise ValueError(
-                f"all samples of a batch must share one diffusion time, got timesteps {sorted(set(values))}"
-            )
+        _check_value(t.reshape(-1).tolist(), "timestep")
     return t if device is None else t.to(device)
+
+
+def diffusion_time(
+    timestep, *, divide_by: float = 1.0, reverse: bool = False, dtype: torch.dtype = torch.float64, device=None
+) -> Tensor:
+    """A 0-d tensor t in [0, 1] for the whole call: the samples' shared time, or NaN if they differ (decided
+    on the device, without a sync). Arguments as :func:`diffusion_times`."""
+    t = diffusion_times(timestep, divide_by=divide_by, reverse=reverse, dtype=dtype, device=device)
+    if t.dim() == 0:
+        return t
+    first = t[0]
+    if t.shape[0] == 1:  # a shape test: fixed when compiled
+        return first
+    return torch.where((t == first).all(), first, torch.full_like(first, math.nan))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from dype_rope.config import DyPEConfig
 from dype_rope.rope import RopePlan, build_plan, check_axes_dims, freq_dtype
 
-from ..base import Adapter, register_adapter, spans_on
+from ..base import Adapter, CallHook, register_adapter, spans_on
 from .call import CallState, ComfyCall
 from .embed import DyPEComfyEmbed
 from .families import FAMILIES, ComfyFamily
@@ -158,8 +158,9 @@ class ComfyAdapter(Adapter):
         def post(module, args, kwargs, output):
             state.call = None
 
-        self.on_remove(self.model.register_forward_pre_hook(pre, with_kwargs=True).remove)
-        self.on_remove(self.model.register_forward_hook(post, with_kwargs=True, always_call=True).remove)
+        # CallHook: the model owns the patch through these hooks, and copying or pickling it says what to do
+        self.on_remove(self.model.register_forward_pre_hook(CallHook(pre), with_kwargs=True).remove)
+        self.on_remove(self.model.register_forward_hook(CallHook(post), with_kwargs=True, always_call=True).remove)
 
     # -- the ComfyUI node -------------------------------------------------------------------------------------
     def apply_model_wrapper(self, executor, x, t, *args, **kwargs):

@@ -10,7 +10,9 @@ Per axis of `dim` channels with base token count L (the training grid on that ax
   mscale   = 0.1 ln s + 1                                           (constant in t)
 
 Dy-YaRN multiplies the four thresholds by kappa(t) (default kappa = t**2); yarn_modulation="power" raises
-them to kappa(t) instead (ComfyUI-DyPE). The authors' code clamps `low` into [0, dim - 1] but `high` into
+them to kappa(t) instead (ComfyUI-DyPE's formula, default kappa = 2 t**2). "power" is a schedule of its own, not
+a fading strength: at t = 0 its thresholds are all 1, so pairs past c(1) keep PI, and it is not monotone in t
+(docs/method.md, M13). What follows about t -> 0 holds for "multiply". The authors' code clamps `low` into [0, dim - 1] but `high` into
 [0, dim / 2]; at very small t that inverts the ramp (every channel flips to PI) and at t = 0 it divides by
 zero. Clamping both ends into [0, dim / 2] reproduces their numbers wherever theirs is not inverted and
 tends continuously to plain RoPE as t -> 0; at t = 0 the thresholds are 0, c = +inf, both ends sit at
