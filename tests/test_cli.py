@@ -158,10 +158,10 @@ def test_plot_writes_svg_and_png(tmp_path, capsys):
     svg = tmp_path / "s.svg"
     assert main(["plot", "--dim", "8", "--base", "4", "--target", "16", "--num-t", "11", "-o", str(svg)]) == 0
     root = ET.parse(svg).getroot()
-    ids = {g.get("id") for g in root.iter("{http://www.w3.org/2000/svg}g")}
-    # three method panels x (plain, static, Dy-) x 4 pairs, and mscale: plain + (static, Dy-) x 3 methods
-    lines = {i for i in ids if i and ("/" in i)}
-    assert len(lines) == 3 * 3 * 4 + 1 + 2 * 3
+    groups = {g.get("id"): g for g in root.iter("{http://www.w3.org/2000/svg}g") if "/" in (g.get("id") or "")}
+    # three method panels x (plain, static, Dy-) of 4 pairs each, and mscale: plain + (static, Dy-) x 3 methods
+    assert len(groups) == 3 * 3 + 1 + 2 * 3
+    assert sum(len(g.findall("{http://www.w3.org/2000/svg}path")) for g in groups.values()) == 3 * 3 * 4 + 1 + 2 * 3
     png = tmp_path / "s.png"
     assert main(["plot", "--methods", "yarn", "--lambda-t", "3", "-o", str(png)]) == 0
     with Image.open(png) as im:

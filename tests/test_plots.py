@@ -80,9 +80,20 @@ def test_curves_reject_bad_axes():
         schedule_curves(DyPEConfig(), 8, 10000.0, 0, 32, TS)
 
 
-def _lines(fig) -> dict:
-    """Every data line of the figure by its gid ("pi/dynamic/3", "mscale/yarn/static", ...)."""
-    return {line.get_gid(): line for ax in fig.axes for line in ax.get_lines() if line.get_gid()}
+def _artists(fig) -> dict:
+    """Every data artist of the figure by its gid: "pi/dynamic" (Dy-PI's pairs, one LineCollection),
+    "mscale/yarn/static" (a line), ..."""
+    return {a.get_gid(): a for ax in fig.axes for a in [*ax.get_lines(), *ax.collections] if a.get_gid()}
+
+
+def _pair(collection, j: int) -> tuple[np.ndarray, np.ndarray]:
+    segment = collection.get_segments()[j]
+    return segment[:, 0], segment[:, 1]
+
+
+def _pair_rgb(collection, j: int) -> np.ndarray:
+    collection.update_scalarmappable()
+    return np.asarray(collection.get_edgecolor()[j][:3])
 
 
 def _rgb(hex_colour: str) -> np.ndarray:
@@ -95,7 +106,7 @@ def test_figure_lines_are_the_closed_forms():
     ts = np.linspace(0, 1, 21)
     k = 2.0 * ts**2  # PI / NTK defaults lambda_s = lambda_t = 2
     fig = schedule_figure(dim=dim, base_len=base, target_len=target, num_t=21)
-    lines = _lines(fig)
+    art = _artists(fig)
     plain = _plain(dim, theta)
     expected = {
         "pi/static": np.broadcast_to(plain / s, (21, n)),
@@ -103,38 +114,44 @@ def test_figure_lines_are_the_closed_forms():
         "ntk/static": np.broadcast_to(_plain(dim, theta * s ** (dim / (dim - 2))), (21, n)),
         "ntk/dynamic": (theta * np.maximum(1, s ** (dim / (dim - 2) * k)))[:, None] ** (-np.arange(0, dim, 2) / dim),
         "yarn/static": np.broadcast_to(_yarn_reference(dim, theta, base, s, (1.25, 0.75, 16, 2)), (21, n)),
+        "yarn/dynamic": np.array(
+            # Dy-YaRN: thresholds times kappa = t**2; at t = 0 plain RoPE exactly
+            [plain] + [_yarn_reference(dim, theta, base, s, tuple(r * t**2 for r in (1.25, 0.75, 16, 2))) for t in ts[1:]]
+        ),
     }
     for method in ("pi", "ntk", "yarn"):
-        for j in range(n):
-            np.testing.assert_allclose(lines[f"{method}/plain/{j}"].get_ydata(), plain[j], rtol=1e-12)
-            for variant in ("static", "dynamic"):
-                line = lines[f"{method}/{variant}/{j}"]
-                np.testing.assert_array_equal(line.get_xdata(), ts)
-                if f"{method}/{variant}" in expected:
-                    np.testing.assert_allclose(line.get_ydata(), expected[f"{method}/{variant}"][:, j], rtol=1e-12)
-            # one colour per pair, shared by the static and the Dy- line; the styles tell them apart
-            dy, st, pl = (lines[f"{method}/{v}/{j}"] for v in ("dynamic", "static", "plain"))
-            assert dy.get_color() == st.get_color()
-            assert (dy.get_linestyle(), st.get_linestyle(), pl.get_linestyle()) == ("-", "--", ":")
-    for i, t in enumerate(ts[1:], start=1):  # Dy-YaRN: thresholds times kappa = t**2
-        rot = tuple(r * t**2 for r in (1.25, 0.75, 16, 2))
-        dy = np.array([lines[f"yarn/dynamic/{j}"].get_ydata()[i] for j in range(n)])
-        np.testing.assert_allclose(dy, _yarn_reference(dim, theta, base, s, rot), rtol=1e-12)
+        for variant in ("plain", "static", "dynamic"):
+            lines = art[f"{method}/{variant}"]
+            assert len(lines.get_segments()) == n
+            _, dashes = lines.get_linestyle()[0]  # solid: no dashes; dashed: long on, short off; dotted: the reverse
+            assert {"dynamic": dashes is None, "static": dashes is not None and dashes[0] > dashes[1],
+                    "plain": dashes is not None and dashes[0] < dashes[1]}[variant], (variant, dashes)
+            for j in range(n):
+                x, y = _pair(lines, j)
+                np.testing.assert_array_equal(x, ts)
+                reference = plain[j] if variant == "plain" else expected[f"{method}/{variant}"][:, j]
+                np.testing.assert_allclose(y, np.broadcast_to(reference, y.shape), rtol=1e-12)
+                # one colour per pair, shared by the static and the Dy- line; the styles tell them apart
+                if variant == "static":
+                    np.testing.assert_array_equal(_pair_rgb(lines, j), _pair_rgb(art[f"{method}/dynamic"], j))
     # pair 0 (highest frequency) blue, the last pair red
-    np.testing.assert_allclose(lines["pi/dynamic/0"].get_color()[:3], _rgb("#1f77b4"), atol=1e-6)
-    np.testing.assert_allclose(lines[f"pi/dynamic/{n - 1}"].get_color()[:3], _rgb("#d62728"), atol=1e-6)
-    np.testing.assert_allclose(lines["mscale/yarn/dynamic"].get_ydata(), 0.1 * math.log(s) + 1, rtol=1e-12)
-    np.testing.assert_allclose(lines["mscale/yarn/static"].get_ydata(), 0.1 * math.log(s) + 1, rtol=1e-12)
+    np.testing.assert_allclose(_pair_rgb(art["pi/dynamic"], 0), _rgb("#1f77b4"), atol=1e-6)
+    np.testing.assert_allclose(_pair_rgb(art["pi/dynamic"], n - 1), _rgb("#d62728"), atol=1e-6)
+    np.testing.assert_allclose(art["mscale/yarn/dynamic"].get_ydata(), 0.1 * math.log(s) + 1, rtol=1e-12)
+    np.testing.assert_allclose(art["mscale/yarn/static"].get_ydata(), 0.1 * math.log(s) + 1, rtol=1e-12)
     for method in ("pi", "ntk"):
-        np.testing.assert_array_equal(lines[f"mscale/{method}/dynamic"].get_ydata(), 1.0)
+        np.testing.assert_array_equal(art[f"mscale/{method}/dynamic"].get_ydata(), 1.0)
 
 
 def test_figure_axes_labels_and_colour_bar():
     fig = schedule_figure(dim=56, base_len=64, target_len=256, methods=("pi", "yarn"), num_t=11)
-    panels = [ax for ax in fig.axes if ax.get_lines()]
+    bars = [a.colorbar for a in _artists(fig).values() if getattr(a, "colorbar", None) is not None]
+    assert len(bars) == 1  # one colour bar of the channel pairs, shared by every panel
+    bar = bars[0]
+    panels = [ax for ax in fig.axes if ax is not bar.ax]
     assert [ax.get_yscale() for ax in panels] == ["log", "log", "linear"]
     assert [ax.get_title() for ax in panels] == [
-        r"Dy-PI against static PI   ($\kappa(t) = 2\,t^{2}$)", r"Dy-YaRN against static YaRN   ($\kappa(t) = 1\,t^{2}$)",
+        "Dy-PI against static PI   (κ(t) = 2 · t²)", "Dy-YaRN against static YaRN   (κ(t) = 1 · t²)",
         "attention temperature mscale",
     ]
     for ax in panels:
@@ -144,10 +161,9 @@ def test_figure_axes_labels_and_colour_bar():
     assert [t.get_text() for t in panels[2].get_legend().get_texts()] == [
         "plain RoPE", "PI (static)", "Dy-PI", "YaRN (static)", "Dy-YaRN",
     ]
-    bars = [ax for ax in fig.axes if ax not in panels]
-    assert len(bars) == 1  # the colour bar of the channel pairs
-    assert bars[0].get_ylabel() == "channel pair j  (0 = highest frequency, 27 = lowest)"
-    assert bars[0].get_ylim() == (0, 27)
+    assert bar.ax.get_ylabel() == "channel pair j  (0 = highest frequency)"
+    assert bar.ax.get_ylim() == (0, 27)
+    np.testing.assert_allclose(bar.cmap(bar.norm([0, 27]))[:, :3], [_rgb("#1f77b4"), _rgb("#d62728")], atol=1e-6)
     assert "56 channels" in fig.get_suptitle() and "64 -> 256 tokens" in fig.get_suptitle()
 
 
@@ -158,11 +174,12 @@ def test_png_draws_the_curve_where_the_data_says(tmp_path):
         pixels = np.asarray(im.convert("RGB")).astype(float) / 255
         assert im.size == (1200, 900) and im.text["Software"].startswith("dype_rope")
     ax = next(ax for ax in fig.axes if "Dy-PI" in ax.get_title())
-    line = _lines(fig)["pi/dynamic/0"]  # the highest pair, solid, drawn over the others
-    colour = np.asarray(line.get_color()[:3])
+    lines = _artists(fig)["pi/dynamic"]  # drawn over the static and plain lines
+    xs, ys = _pair(lines, 0)  # the highest pair
+    colour = _pair_rgb(lines, 0)
     height = pixels.shape[0]
     for i in (4, 8, 12):
-        x, y = ax.transData.transform((line.get_xdata()[i], line.get_ydata()[i]))
+        x, y = ax.transData.transform((xs[i], ys[i]))
         row, col = int(round(height - y)), int(round(x))
         patch = pixels[row - 1 : row + 2, col - 1 : col + 2].reshape(-1, 3)
         assert np.abs(patch - colour).max(axis=1).min() < 0.1, (i, patch, colour)
@@ -175,13 +192,12 @@ def test_svg_keeps_text_and_names_every_line(tmp_path):
     ns = "{http://www.w3.org/2000/svg}"
     texts = {"".join(t.itertext()) for t in root.iter(f"{ns}text")}
     assert {"attention temperature mscale", "plain RoPE", "Dy- variant (DyPE)", "static method"} <= texts
-    ids = {g.get("id") for g in root.iter(f"{ns}g")}
-    named = {f"{m}/{v}/{j}" for m in ("pi", "ntk", "yarn") for v in ("plain", "static", "dynamic") for j in range(4)}
-    assert named <= ids
-    for g in root.iter(f"{ns}g"):
-        if g.get("id") == "pi/dynamic/0":
-            points = g.find(f"{ns}path").get("d").split("L")
-            assert len(points) == 11  # one vertex per sample of t
+    groups = {g.get("id"): g for g in root.iter(f"{ns}g")}
+    for name in [f"{m}/{v}" for m in ("pi", "ntk", "yarn") for v in ("plain", "static", "dynamic")]:
+        paths = groups[name].findall(f"{ns}path")
+        assert len(paths) == 4  # one per pair
+        assert all(len(p.get("d").split("L")) == 11 for p in paths)  # one vertex per sample of t
+    assert {f"mscale/{m}/{v}" for m in ("pi", "ntk", "yarn") for v in ("static", "dynamic")} <= set(groups)
     assert b"<dc:creator>" in path.read_bytes() and b"<dc:date>" not in path.read_bytes()
 
 
