@@ -34,6 +34,12 @@ def _rows(text: str) -> np.ndarray:
     return np.array([[float(v) for v in m] for m in ROW.findall(text)])
 
 
+def _is_ratio(ratio: float, num: float, den: float, ratio_half: float, half: float) -> bool:
+    """Whether printed `ratio` (rounded to +-ratio_half) can be num / den for printed num, den (each rounded to
+    +-half): |ratio * den - num| within the rounding of all three, written without dividing by den."""
+    return abs(ratio * den - num) <= ratio * half + den * ratio_half + ratio_half * half + half
+
+
 # -- demo -----------------------------------------------------------------------------------------------------
 def test_demo_prints_the_schedule_and_writes_the_figure(tmp_path, capsys):
     out = tmp_path / "schedules.png"
@@ -62,9 +68,7 @@ def test_demo_timing_line_agrees_with_itself(capsys):
     stock, patched, ratio = float(stock), float(patched), float(ratio)
     assert (stock, patched, ratio) == (round(res.stock_ms, 2), round(res.patched_ms, 2), round(res.time_ratio, 3))
     assert res.time_ratio == res.patched_ms / res.stock_ms
-    # the printed medians are rounded to 0.005 ms; the ratio of any values they may stand for, rounded to 0.0005
-    low, high = (patched - 0.005) / (stock + 0.005), (patched + 0.005) / (stock - 0.005)
-    assert low - 0.0005 <= ratio <= high + 0.0005
+    assert _is_ratio(ratio, patched, stock, 0.0005, 0.005)  # the medians are printed to 0.01 ms, the ratio to 0.001
 
 
 def test_demo_without_matplotlib_runs_and_says_how_to_get_the_figure(tmp_path, capsys, monkeypatch):
@@ -170,11 +174,6 @@ def test_plot_writes_svg_and_png(tmp_path, capsys):
 
 
 # -- bench ----------------------------------------------------------------------------------------------------
-def _bounds(a: float, b: float, half: float) -> tuple[float, float]:
-    """The range of x / y for printed x = a, y = b, each rounded to +-half."""
-    return (a - half) / (b + half), (a + half) / (b - half)
-
-
 def test_bench_prints_both_tables(capsys):
     # One timed call per model: every median is that call, so the columns must agree exactly (up to printing).
     assert main(["bench", "--tiny", "--grids", "4,6", "--repeats", "1"]) == 0
@@ -185,8 +184,7 @@ def test_bench_prints_both_tables(capsys):
     assert [int(r[0]) for r in model_rows] == [4, 6]
     for _, stock, patched, extra, ratio, best in model_rows:
         stock, patched, extra, ratio, best = map(float, (stock, patched, extra, ratio, best))
-        low, high = _bounds(patched, stock, 0.005)
-        assert low - 0.0005 <= ratio <= high + 0.0005 and ratio == best
+        assert _is_ratio(ratio, patched, stock, 0.0005, 0.005) and ratio == best
         assert abs(extra - (patched - stock)) <= 0.0101
     kernel_rows = re.findall(
         r"^\| cpu \| (\d+) \| (tables|tables \+ q,k) \| (diffusers|dype torch) \| ([\d.]+) \| ([\d.]+)x \|$", text, re.M
@@ -196,8 +194,8 @@ def test_bench_prints_both_tables(capsys):
     ]
     for (_, _, _, ref_ms, ref_speedup), (_, _, _, ms, speedup) in zip(kernel_rows[::2], kernel_rows[1::2]):
         assert float(ref_speedup) == 1.0
-        low, high = _bounds(float(ref_ms), float(ms), 0.0005)  # speedup: the diffusers row's ms over this row's
-        assert low - 0.005 <= float(speedup) <= high + 0.005
+        # speedup: the diffusers row's ms over this row's
+        assert _is_ratio(float(speedup), float(ref_ms), float(ms), 0.005, 0.0005), (ref_ms, ms, speedup)
     assert "triton backend: needs CUDA" in text
 
 
