@@ -107,7 +107,7 @@ def schedule_figure(
     height = 4.5 * rows  # inches; margins below are fixed in inches so that the text fits at any row count
     # A fixed layout: matplotlib's constrained layout would find the same one but doubles the demo's drawing time.
     top, bottom, gap = 0.75 / height, 0.8 / height, 0.85
-    fig = Figure(figsize=(12, height))
+    fig = Figure(figsize=(12, height), dpi=100, facecolor="white")
     axes = list(
         fig.subplots(
             rows, 2, squeeze=False,
@@ -176,18 +176,29 @@ def _power(base: str, exponent: float) -> str:
 def save_figure(fig: "Figure", path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write `fig` as PNG or SVG, chosen by the file's suffix; returns the path. `metadata` goes into the
     PNG's text chunks (an SVG keeps only its creator)."""
-    import matplotlib
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"cannot write {path.name!r}: the figure format must be one of {FORMATS}")
     software = f"dype_rope {__version__}"
     if suffix == ".svg":
-        meta = {"Creator": software, "Date": None}  # no date: the same figure gives the same file
-    else:
-        meta = {"Software": software, **(metadata or {})}
-    # Text stays text in the SVG (searchable, smaller); a fixed salt keeps its ids stable between runs.
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "dype_rope"}):
-        fig.savefig(path, format=suffix[1:], dpi=100, metadata=meta, facecolor="white")
+        import matplotlib
+
+        # Text stays text (searchable, smaller); a fixed salt keeps the ids stable; no date in the file.
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "dype_rope"}):
+            fig.savefig(path, format="svg", metadata={"Creator": software, "Date": None}, facecolor="white")
+        return path
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgb = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+    info = PngInfo()
+    for key, value in {"Software": software, **(metadata or {})}.items():
+        info.add_text(key, value)
+    # Flat lines on white need few colours: a 256-colour palette looks the same at a quarter of the bytes.
+    palette = rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    palette.save(path, format="PNG", pnginfo=info)
     return path
