@@ -58,11 +58,6 @@ def pair_colormap():
     return LinearSegmentedColormap.from_list("dype_pairs", PAIR_RAMP)
 
 
-def pair_color(j: int, n: int) -> tuple[float, float, float, float]:
-    """RGBA of channel pair j of n on the pair colour bar."""
-    return tuple(float(v) for v in pair_colormap()(j / max(n - 1, 1)))
-
-
 def schedule_figure(
     dim: int = 56,
     theta: float = 10000.0,
