@@ -266,9 +266,8 @@ def test_bad_arguments_give_one_line_and_status_2(argv, needle, capsys):
 
 
 def _unwritable(tmp_path: Path) -> dict[str, str]:
-    (tmp_path / "folder.png").mkdir()
     return {
-        "a folder": str(tmp_path / "folder.png"),
+        "a folder": str(tmp_path),
         "a missing folder": str(tmp_path / "missing" / "x.png"),
         "a read-only place": "/sys/dype-rope-test.png",  # sysfs: no one may create files there, root included
     }

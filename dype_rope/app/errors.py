@@ -53,10 +53,10 @@ def check_writable(path: str | os.PathLike, suffixes: tuple[str, ...], what: str
     """Refuse, before any work, an output path that cannot be written: a wrong suffix, a folder, a missing
     folder above it, or a place this user may not write to."""
     out = Path(path)
-    if out.suffix.lower() not in suffixes:
-        raise UsageError(f"cannot write {str(path)!r}: {what} must end in {' or '.join(suffixes)}")
     if out.is_dir():
         raise UsageError(f"cannot write {str(path)!r}: it is a folder")
+    if out.suffix.lower() not in suffixes:
+        raise UsageError(f"cannot write {str(path)!r}: {what} must end in {' or '.join(suffixes)}")
     parent = out.resolve().parent
     if not parent.is_dir():
         raise UsageError(f"cannot write {str(path)!r}: folder {str(parent)!r} does not exist")
