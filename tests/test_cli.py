@@ -296,6 +296,30 @@ def test_unwritable_output_is_refused_before_any_work(command, where, tmp_path, 
     assert not Path(path).is_file()
 
 
+def _documented_errors() -> dict[str, str]:
+    """docs/cli.md's table of errors: the argument column -> the message column, backticks removed."""
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split("## Errors", 1)[1]
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| `")]
+    return {cells[0].strip("| `"): cells[1].strip(" |") for cells in rows}
+
+
+@pytest.mark.parametrize(
+    "row,argv",
+    [
+        ("-o` with another suffix", ["demo", "-o", "x.jpg"]),
+        ("generate --model /nonexistent", ["generate", "--model", "/nonexistent", "--prompt", "x"]),
+        ("generate --backend triton` on a CPU device",
+         ["generate", "--model", ".", "--prompt", "x", "--device", "cpu", "--backend", "triton"]),
+        ("generate --shift=700", ["generate", "--model", ".", "--prompt", "x", "--shift=700"]),
+    ],
+)
+def test_the_documented_errors_are_the_real_ones(row, argv, capsys):
+    message = _documented_errors()[row]
+    first = message.split("` (")[0].strip("`").split(", ...")[0]  # the message itself, before any remark
+    assert main(argv) == 2
+    assert first in capsys.readouterr().err
+
+
 def test_help_documents_every_option(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
