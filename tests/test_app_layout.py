@@ -76,3 +76,25 @@ def test_importing_the_library_loads_no_app_module():
     code = "import sys, dype_rope; print(sorted(m for m in sys.modules if m.startswith('dype_rope.app')))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_every_package_folder_is_installed():
+    """pyproject.toml lists the packages by hand (kernels/ and adapters/ install inside dype_rope): every folder
+    with an __init__.py must be on that list, or a regular (non-editable) install lacks it."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pytest's own TOML reader
+        import tomli as tomllib
+
+    root = PACKAGE.parent
+    setup = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    folders = {name: root / folder for name, folder in setup["package-dir"].items()}
+
+    def folder(package: str) -> Path:
+        top = max((name for name in folders if package == name or package.startswith(name + ".")), key=len)
+        return folders[top].joinpath(*package[len(top) + 1 :].split(".")) if package != top else folders[top]
+
+    listed = {folder(p).resolve() for p in setup["packages"]}
+    on_disk = {init.parent.resolve() for top in folders.values() for init in top.rglob("__init__.py")}
+    assert on_disk - listed == set()
+    assert {PACKAGE / "app", PACKAGE / "schedules"} <= listed
