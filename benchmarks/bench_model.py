@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from dype_rope.bench import device_name, format_kernel_table, format_model_table, kernel_timings, model_overhead
+from dype_rope.app.bench import device_name, format_kernel_table, format_model_table, kernel_timings, model_overhead
 
 SECTION = "## Model-level overhead"
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -1,7 +1,7 @@
-"""`python -m dype_rope`: the `dype-rope` command line; with no command it runs the demo."""
+"""`python -m dype_rope`: the `dype-rope` command line (dype_rope.app); with no command it runs the demo."""
 
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

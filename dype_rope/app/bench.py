@@ -19,6 +19,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from .demo import image_ids
+from .errors import UsageError, resolve_device
+
 FLUX_SHAPE = dict(
     patch_size=1, in_channels=64, attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
     pooled_projection_dim=768, axes_dims_rope=(16, 56, 56),
@@ -113,7 +116,6 @@ def model_overhead(
 ) -> list[Timing]:
     """Patched / stock step time at each image grid (tokens per side) for each backend."""
     import dype_rope
-    from dype_rope.demo import image_ids
 
     device = torch.device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -139,12 +141,22 @@ def model_overhead(
             with torch.inference_mode():
                 stock_s, patched_s = alternate([lambda: stock(**inputs), lambda: patched(**inputs)], repeats, device)
             handle.remove()
-            ratio = statistics.median(p / s for p, s in zip(patched_s, stock_s))
-            extra = 1e3 * statistics.median(p - s for p, s in zip(patched_s, stock_s))
-            ms = 1e3 * statistics.median(stock_s), 1e3 * statistics.median(patched_s)
-            best = min(patched_s) / min(stock_s)
-            results.append(Timing(str(device), backend, grid, grid * grid + text_tokens, *ms, ratio, best, extra))
+            results.append(summarise(str(device), backend, grid, grid * grid + text_tokens, stock_s, patched_s))
     return results
+
+
+def summarise(
+    device: str, backend: str, grid: int, tokens: int, stock_s: Sequence[float], patched_s: Sequence[float]
+) -> Timing:
+    """A Timing from the seconds of each round's stock and patched call (same index: same round)."""
+    return Timing(
+        device, backend, grid, tokens,
+        stock_ms=1e3 * statistics.median(stock_s),
+        patched_ms=1e3 * statistics.median(patched_s),
+        ratio=statistics.median(p / s for p, s in zip(patched_s, stock_s)),
+        best_ratio=min(patched_s) / min(stock_s),
+        extra_ms=1e3 * statistics.median(p - s for p, s in zip(patched_s, stock_s)),
+    )
 
 
 def kernel_timings(
@@ -164,7 +176,6 @@ def kernel_timings(
     from diffusers.models.transformers.transformer_flux import FluxPosEmbed
 
     from dype_rope import DyPEConfig, build_plan, rope_tables
-    from dype_rope.demo import image_ids
     from dype_rope.kernels import triton_available
     from dype_rope.rope import apply_rope
 
@@ -236,8 +247,6 @@ def format_kernel_table(rows: Sequence[dict]) -> str:
 
 def run_bench(args) -> int:
     """`dype-rope bench`: print the model-level table, then the kernel-level one."""
-    from dype_rope.cli import UsageError, resolve_device
-
     device = resolve_device(args.device)
     if device.type not in ("cpu", "cuda"):
         raise UsageError(f"bench runs on cpu or cuda, got --device {args.device!r}")

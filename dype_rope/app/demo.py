@@ -19,9 +19,11 @@ from typing import Sequence, TextIO
 
 import torch
 
-from .patching import PatchHandle, patch
-from .rope import build_plan
-from .schedules import kappa
+from dype_rope.patching import PatchHandle, patch
+from dype_rope.rope import build_plan
+from dype_rope.schedules import kappa
+
+from .errors import install_hint, missing
 
 DEMO_FLUX = dict(
     patch_size=1,
@@ -55,8 +57,8 @@ class DemoResult:
     grid: tuple[int, int]
     base_grid: tuple[int, int]
     stock_ms: float  # median step time of the unpatched model
-    patched_ms: float
-    time_ratio: float  # median over steps of patched / stock, both timed in the same step
+    patched_ms: float  # median step time of the patched model
+    time_ratio: float  # patched_ms / stock_ms: the ratio of the two medians above
     max_abs_diff: float  # final latent, patched vs unpatched trajectory
     plot_path: Path | None
 
@@ -95,11 +97,6 @@ def step_info(handle: PatchHandle, step: int, t: float, grid: Sequence[int]) -> 
     return StepInfo(step, t, k, tuple(float(scales[a]) for a in axes), tuple(stretch), tuple(mscale))
 
 
-def _bar(done: int, total: int, width: int = 20) -> str:
-    filled = round(width * done / total)
-    return "[" + "#" * filled + "-" * (width - filled) + "]"
-
-
 def run_demo(
     base_grid: int = 8,
     factor: Sequence[int] = (4, 4),
@@ -124,7 +121,7 @@ def run_demo(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"steps must be a positive whole number, got {steps!r}")
     if plot is not None:
-        from .plotting import FORMATS
+        from .plots import FORMATS
 
         if Path(plot).suffix.lower() not in FORMATS:
             raise ValueError(f"cannot write {str(plot)!r}: the figure format must be one of {FORMATS}")
@@ -159,12 +156,16 @@ def run_demo(
         "axis's pairs (1 = plain RoPE); mscale: attention temperature",
         file=out,
     )
-    print(f"{'':27} {'t':>6} {'kappa':>7}  {'scale rows, cols':>16}  {'stretch rows, cols':>18}  "
+    print(f"{'step':>5} {'t':>6} {'kappa':>7}  {'scale rows, cols':>16}  {'stretch rows, cols':>18}  "
           f"{'mscale rows, cols':>17}", file=out)
 
     x_stock, x_dype = noise.clone(), noise.clone()
     stock_times, patched_times, infos = [], [], []
-    with torch.inference_mode():
+    from tqdm import tqdm
+
+    # A live bar on a terminal only (disable=None); rows go through tqdm.write so that they print above it.
+    bar = tqdm(total=steps, desc="sampling", unit="step", file=out, disable=None, leave=False)
+    with torch.inference_mode(), bar:
         warm = dict(hidden_states=noise, timestep=sigmas[:1], **cond)
         stock(**warm), model(**warm)  # first calls pay one-off allocation costs; keep them out of the timing
         for i in range(steps):
@@ -182,27 +183,26 @@ def run_demo(
             info = step_info(handle, i, float(t[0]), grid)
             infos.append(info)
             cols = [", ".join(f"{v:.3f}" for v in vals) for vals in (info.scale, info.stretch, info.mscale)]
-            print(
-                f"{_bar(i + 1, steps)} {i + 1:>2}/{steps} {info.t:6.3f} {info.kappa:7.4f}  {cols[0]:>16}  "
-                f"{cols[1]:>18}  {cols[2]:>17}",
-                file=out,
-                flush=True,
+            bar.write(
+                f"{i + 1:>5} {info.t:6.3f} {info.kappa:7.4f}  {cols[0]:>16}  {cols[1]:>18}  {cols[2]:>17}", file=out
             )
+            bar.update()
     handle.remove()
 
+    stock_ms, patched_ms = 1e3 * statistics.median(stock_times), 1e3 * statistics.median(patched_times)
     result = DemoResult(
         steps=infos,
         grid=grid,
         base_grid=(base_grid, base_grid),
-        stock_ms=1e3 * statistics.median(stock_times),
-        patched_ms=1e3 * statistics.median(patched_times),
-        time_ratio=statistics.median(p / s for p, s in zip(patched_times, stock_times)),
+        stock_ms=stock_ms,
+        patched_ms=patched_ms,
+        time_ratio=patched_ms / stock_ms,
         max_abs_diff=float((x_dype - x_stock).abs().max()),
         plot_path=None,
     )
     print(
-        f"step time (median of {steps}): stock {result.stock_ms:.2f} ms, patched {result.patched_ms:.2f} ms, "
-        f"patched/stock = {result.time_ratio:.3f}x (median over steps)",
+        f"step time, median of {steps} steps: stock {stock_ms:.2f} ms, patched {patched_ms:.2f} ms; "
+        f"patched/stock = {result.time_ratio:.3f}x (ratio of the two medians)",
         file=out,
     )
     print(
@@ -211,8 +211,10 @@ def run_demo(
     )
     print("(a tiny model: RoPE bookkeeping weighs more here than in FLUX; `dype-rope bench` measures FLUX's shape)",
           file=out)
-    if plot is not None:
-        from .plotting import save_figure, schedule_figure
+    if plot is not None and missing("matplotlib"):
+        print(f"no figure: drawing it needs matplotlib ({install_hint('matplotlib')})", file=out)
+    elif plot is not None:
+        from .plots import save_figure, schedule_figure
 
         rows_dim = DEMO_FLUX["axes_dims_rope"][1]
         fig = schedule_figure(

@@ -11,16 +11,17 @@ Bad arguments print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Sequence
 
-from . import __version__
+from dype_rope import __version__
+
+from .errors import UsageError, check_writable, install_hint, missing, require
 
 METHOD_CHOICES = ("yarn", "ntk", "pi", "none")
-
-
-class UsageError(Exception):
-    """A bad argument: reported as one line, exit status 2."""
+# Flow-matching schedulers compute e^mu in float32: beyond this the shifted sigmas are inf / inf = NaN.
+MAX_ABS_MU = 80.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,7 +74,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _methods(text: str) -> list[str]:
-    from .schedules import SCHEDULES
+    from dype_rope.schedules import SCHEDULES
 
     names = [m.strip() for m in text.split(",") if m.strip()]
     for m in names:
@@ -89,9 +90,14 @@ def _shift(text: str):
     if text in ("pinned", "linear"):
         return text
     try:
-        return float(text)
+        mu = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'pinned', 'linear' or a number (mu), got {text!r}") from None
+    if not math.isfinite(mu) or abs(mu) > MAX_ABS_MU:
+        raise argparse.ArgumentTypeError(
+            f"mu must be a finite number in [-{MAX_ABS_MU:g}, {MAX_ABS_MU:g}] (e^mu must fit in float32), got {text}"
+        )
+    return mu
 
 
 def _add_schedule_options(p: argparse.ArgumentParser, with_method: bool = True) -> None:
@@ -191,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 # -- commands -----------------------------------------------------------------------------------------------
 def _config(args: argparse.Namespace, method: str = "yarn", dynamic: bool = True):
     """Validate the schedule options once, here, so bad values are usage errors and not tracebacks."""
-    from .config import DyPEConfig
+    from dype_rope.config import DyPEConfig
 
     try:
         return DyPEConfig(method, dynamic, args.lambda_s, args.lambda_t, args.yarn_modulation)
@@ -199,23 +205,17 @@ def _config(args: argparse.Namespace, method: str = "yarn", dynamic: bool = True
         raise UsageError(str(err)) from None
 
 
-def _check_figure_path(path: str) -> None:
-    from pathlib import Path
+def _figure_path(path: str) -> None:
+    from .plots import FORMATS
 
-    from .plotting import FORMATS
-
-    if Path(path).suffix.lower() not in FORMATS:
-        raise UsageError(f"cannot write {path!r}: the figure format must be one of {', '.join(FORMATS)}")
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise UsageError(f"cannot write {path!r}: folder {str(parent)!r} does not exist")
+    check_writable(path, FORMATS)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _config(args, args.method, not args.static)
     if not args.no_plot:
-        _check_figure_path(args.output)
-    _require("diffusers", "demo")
+        _figure_path(args.output)
+    require("diffusers", "demo")
     from .demo import run_demo
 
     run_demo(
@@ -231,10 +231,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError(f"--dim must be even (channels come in rotation pairs), got {args.dim}")
     if args.num_t < 2:
         raise UsageError(f"--num-t must be at least 2 (samples of t from 0 to 1), got {args.num_t}")
+    if missing("matplotlib"):
+        raise UsageError(f"`dype-rope plot` draws with matplotlib: {install_hint('matplotlib')}")
     for m in args.methods:
         _config(args, m)
-    _check_figure_path(args.output)
-    from .plotting import save_figure, schedule_figure
+    _figure_path(args.output)
+    from .plots import save_figure, schedule_figure
 
     fig = schedule_figure(
         dim=args.dim, theta=args.theta, base_len=args.base, target_len=args.target, methods=args.methods,
@@ -247,40 +249,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     _config(args, args.method, not args.static)
-    _require("diffusers", "generate")
+    require("diffusers", "generate")
     from .generate import run_generate
 
     return run_generate(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    _require("diffusers", "bench")
+    require("diffusers", "bench")
     from .bench import run_bench
 
     return run_bench(args)
-
-
-def resolve_device(name: str | None):
-    """--device as a torch.device: default cuda when present, else cpu; a device this machine lacks is a
-    usage error."""
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown --device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name!r}, but this machine has no CUDA device")
-    return device
-
-
-def _require(module: str, command: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise UsageError(f"`dype-rope {command}` needs {module}: pip install 'dype-rope[{module}]'")
 
 
 COMMANDS = {"demo": cmd_demo, "plot": cmd_plot, "generate": cmd_generate, "bench": cmd_bench}

@@ -9,7 +9,6 @@ method too, and writes a labelled side-by-side grid.
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -17,8 +16,9 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .cli import UsageError, resolve_device
+from dype_rope import __version__
+
+from .errors import UsageError, check_writable, resolve_device
 
 _NAMES = {"pi": "PI", "ntk": "NTK", "yarn": "YaRN", "none": "plain RoPE"}
 
@@ -59,22 +59,6 @@ def _patch_kwargs(args, dynamic: bool) -> dict[str, Any]:
     return kw
 
 
-def _progress(label: str, steps: int):
-    live = sys.stdout.isatty()  # redraw one line on a terminal; in a log, only the finished bar
-
-    def callback(pipe, i: int, t, tensors: dict) -> dict:
-        done = i + 1
-        filled = round(20 * done / steps)
-        line = f"{label:>14} [{'#' * filled}{'-' * (20 - filled)}] {done}/{steps}"
-        if live:
-            print("\r" + line, end="\n" if done == steps else "", flush=True)
-        elif done == steps:
-            print(line, flush=True)
-        return {}
-
-    return callback
-
-
 def render(pipe, args, variant: str):
     """One image: variant "stock" (no DyPE), "static" or "dynamic"."""
     from dype_rope import enable
@@ -85,11 +69,10 @@ def render(pipe, args, variant: str):
     )
     if args.guidance_scale is not None:
         call["guidance_scale"] = args.guidance_scale
-    params = inspect.signature(pipe.__call__).parameters
     name = _NAMES[args.method]
     label = {"stock": "no DyPE", "static": name, "dynamic": name if args.method == "none" else f"Dy-{name}"}[variant]
-    if "callback_on_step_end" in params:
-        call["callback_on_step_end"] = _progress(label, args.steps)
+    # The pipeline's own tqdm bar, named after the variant (on stderr, like every tqdm bar).
+    pipe.set_progress_bar_config(desc=f"{label:>14}", leave=True)
     handle = None
     if variant != "stock":
         try:
@@ -106,7 +89,7 @@ def render(pipe, args, variant: str):
 
 
 def settings(args, variant: str, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    from .config import DyPEConfig
+    from dype_rope.config import DyPEConfig
 
     cfg = DyPEConfig(args.method, variant == "dynamic", args.lambda_s, args.lambda_t, args.yarn_modulation)
     out = dict(
@@ -150,17 +133,61 @@ def side_by_side(labelled: list[tuple[str, Any]]):
     return grid
 
 
+def check_model(model: str) -> None:
+    """A folder on disk, or a model id already in the local Hugging Face cache: anything else is refused here,
+    before loading anything."""
+    if Path(model).expanduser().is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise UsageError(f"no such model folder: {model!r}") from None
+    if not isinstance(try_to_load_from_cache(model, "model_index.json"), str):
+        raise UsageError(
+            f"no such model folder: {model!r}, nor a pipeline of that id in the local Hugging Face cache "
+            "(generate never downloads)"
+        )
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    if backend != "triton":
+        return
+    if device.type != "cuda":
+        raise UsageError(f"--backend triton runs the fused kernels on CUDA, but the device is {device.type}; "
+                         "use --backend torch or auto")
+    from dype_rope.kernels import triton_available
+
+    if not triton_available():
+        raise UsageError("--backend triton needs triton: pip install 'dype-rope[triton]'")
+
+
+def token_side(pipe) -> int:
+    """The pixels of one image token per side for this pipeline (VAE factor x patch)."""
+    from dype_rope.pipelines import image_tokens
+
+    return next(p for p in range(1, 1 << 14) if image_tokens(pipe, p, p) > 0)
+
+
 def run_generate(args) -> int:
+    # Every check that needs no model comes first: a bad argument costs nothing.
     device = resolve_device(args.device)
+    check_backend(args.backend, device)
+    out = check_writable(args.output, (".png",), "--output")  # the settings go into the PNG's metadata
+    if args.compare:
+        check_writable(out.with_name(f"{out.stem}_compare.png"), (".png",), "--output")
+    check_model(args.model)
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    out = Path(args.output)
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--output must be a .png file (the settings go into its metadata), got {args.output!r}")
-    if not out.resolve().parent.is_dir():
-        raise UsageError(f"cannot write {args.output!r}: its folder does not exist")
 
     pipe = load_pipeline(args.model, dtype).to(device)
-    pipe.set_progress_bar_config(disable=True)  # our own progress line, one per image
+    side = token_side(pipe)
+    if args.height < side or args.width < side:
+        raise UsageError(
+            f"--height {args.height} --width {args.width} is 0 image tokens: one token of this pipeline covers "
+            f"{side}x{side} px, so each side needs at least {side} px"
+        )
     main_variant = "static" if args.static else "dynamic"
     variants = ["stock", "static", "dynamic"] if args.compare else [main_variant]
     images = {variant: render(pipe, args, variant) for variant in variants}
