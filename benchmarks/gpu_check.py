@@ -10,7 +10,8 @@ references written from the definitions (tests/kernel_reference.py) and with dyp
 - torch.compile(fullgraph=True) through the triton_ops;
 - every family with a fused path (FLUX, FLUX.2, Qwen-Image, Wan) patched with backend="triton" against the same
   model patched with backend="torch", in every dtype.
-A failing case raises AssertionError naming it.
+A failing case raises AssertionError naming it. With quick=True (gpu_bench.py --quick) head dim 92 is checked in
+bfloat16 only; the record of a quick check says so.
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ class Checks:
             raise AssertionError(f"{name}: {exc}") from None
         self.passed += 1
 
-    def near_torch(self, name: str, out: torch.Tensor, eager: torch.Tensor) -> None:
-        """The kernel and the torch path each round their own float32 value: two ulps of the dtype apart."""
+    def near_torch(self, name: str, out: torch.Tensor, eager: torch.Tensor, normed: bool = False) -> None:
+        """The kernel and the torch path each round their own float32 value: two ulps of the dtype apart. After
+        a norm the torch path also rounds the normalised q / k to the dtype before rotating, an error of the
+        pair's size rather than the element's: a few ulps of the tensor's scale (as the family checks allow)."""
         eps = torch.finfo(out.dtype).eps
         err = (out.double() - eager.double()).abs()
-        tol = 2 * eps * eager.double().abs() + 16 * torch.finfo(torch.float32).eps * eager.double().abs().max()
+        scale = eager.double().abs().max()
+        tol = 4 * eps * scale if normed else 2 * eps * eager.double().abs() + 16 * torch.finfo(torch.float32).eps * scale
         if (err > tol).any():
             raise AssertionError(f"{name}: kernel and torch path differ by up to {err.max():.3g}")
         self.passed += 1
@@ -71,17 +75,17 @@ def large_positions(seq: int, device, seed: int = 0) -> torch.Tensor:
     return pos.to(device)
 
 
-def check_kernels(device, checks: Checks, quick: bool) -> None:
+def check_kernels(device, checks: Checks, quick: bool, seq: int = 217) -> None:
     for d, axes in ((128, (16, 56, 56)), (92, (16, 38, 38))):
         plan = on(device, dype_plan(axes=axes))
-        positions = large_positions(217, device)
+        positions = large_positions(seq, device)
         for dtype in KERNEL_DTYPES if (d == 128 or not quick) else (torch.bfloat16,):
             g = torch.Generator().manual_seed(1)
             weights = [(torch.rand(d, generator=g) + 0.5).to(dtype).to(device) for _ in range(2)]
             for layout in LAYOUTS:
                 cos, sin = rope_tables(positions, plan, layout)
                 for sequence_dim in (1, 2):
-                    q, k = (t.to(device) for t in make_qk((2, 217, 6, d), (2, 217, 6, d), dtype, sequence_dim))
+                    q, k = (t.to(device) for t in make_qk((2, seq, 6, d), (2, seq, 6, d), dtype, sequence_dim))
                     k = k[:, :, :2] if sequence_dim == 1 else k[:, :2]  # a slice of the heads: GQA, strided
                     tag = f"D={d} {dtype} {layout} sequence_dim={sequence_dim}"
                     refs = [ref_rope(x, positions, plan, layout, sequence_dim) for x in (q, k)]
@@ -104,7 +108,7 @@ def check_kernels(device, checks: Checks, quick: bool) -> None:
                     for name, out, x, w, eps, e in zip("qk", outs, (q, k), weights, (1e-6, 1e-5), eager):
                         ref = ref_rope(ref_rms_norm(x, w, eps), positions, plan, layout, sequence_dim)
                         checks.close(f"rms_norm_rope_qk {tag} {name}", out, ref)
-                        checks.near_torch(f"rms_norm_rope_qk vs torch {tag} {name}", out, e)
+                        checks.near_torch(f"rms_norm_rope_qk vs torch {tag} {name}", out, e, normed=True)
 
 
 def check_batched(device, checks: Checks) -> None:

@@ -12,7 +12,7 @@ host into f1 + f2 + f3 (f1 and f2 with 12 significant bits, f3 the float32 rest)
 in the kernel into p1 + p2 (12 bits each, by masking its bits). Every product p_i * f_j of two 12-bit
 numbers is exact in float32, so its whole turns can be dropped exactly; only a few additions of numbers below
 one turn round. The fractional turn r in [-1/2, 1/2] then goes through a quadrant split and short Taylor
-polynomials, giving cos / sin within ~3e-7 of float64 up to position 65535 (tested on all of them).
+polynomials, giving cos / sin within 3.7e-7 of float64 up to position 65535 (tested on all of them).
 
 Why not the textbook fma two-product (hi = p * f, lo = fma(p, f, -hi)): the Triton interpreter evaluates
 fma as an unfused multiply and add, so lo would be 0 there, and with floating-point contraction enabled (the
