@@ -21,7 +21,6 @@ from dype_rope.rope import RopePlan, apply_rope, apply_rope_plan, check_layout
 
 from . import verified
 
-
 BACKENDS = ("auto", "torch", "triton")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
