@@ -70,8 +70,9 @@ def block_heads(block_p: int, heads: int) -> int:
 
 def block_warps(block_h: int, block_p: int, interleaved: bool) -> int:
     """Warps for 16 elements per thread and tensor: two 128-bit loads of 16-bit data in flight per thread for
-    q and two for k. A heuristic until the launch sweep of benchmarks/gpu_bench.py has run on a GPU."""
-    return max(1, min(8, block_h * 2 * block_p // 512))
+    q and two for k (8 warps for FLUX's [32, 128] tiles, 16 for the [64, 128] tiles of 40 or 48 heads). A
+    heuristic until the launch sweep of benchmarks/gpu_bench.py has run on a GPU."""
+    return max(1, min(16, block_h * 2 * block_p // 512))
 
 
 def plan_strides(t: Tensor) -> int:

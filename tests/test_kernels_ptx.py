@@ -17,7 +17,8 @@ Checked for every combination:
   stores are q / k outputs, so q and k are read and written 16 bytes at a time);
 - no local memory or stack (no register spills);
 - at most MAX_REGISTERS registers per thread.
-Plus, on sm_90, a head dim of 92 (masked pairs, unaligned rows) compiles with no .f64 and no spills.
+Plus, on sm_90, 40 and 48 heads (Wan 14B, FLUX.2) under the same checks, and a head dim of 92 (masked pairs,
+unaligned rows) with no .f64, no spills and the same register bound.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ KERNELS = ("rope_qk", "rope_qk_tables", "norm_rope_qk")
 MAX_REGISTERS = 96
 
 
-def launch_arguments(kernel_name: str, dtype_name: str, interleaved: bool, d: int):
-    """(JITFunction, args, kwargs) that the real launcher passes to the kernel for q, k [1, 8, 24, d]."""
+def launch_arguments(kernel_name: str, dtype_name: str, interleaved: bool, d: int, heads: int = 24):
+    """(JITFunction, args, kwargs) that the real launcher passes to the kernel for q, k [1, 8, heads, d]."""
     import torch
 
     from dype_rope import DyPEConfig, build_plan, rope_tables
     from dype_rope.kernels import norm_rope_triton, rope_tables_triton, rope_triton
 
     dtype = getattr(torch, dtype_name)
-    q = torch.randn(1, 8, 24, d).to(dtype)
+    q = torch.randn(1, 8, heads, d).to(dtype)
     k, q_out, k_out = q.clone(), q.clone(), q.clone()
     axes = (16, 56, 56) if d == 128 else (16, 38, 38)
     plan = build_plan(axes, 10000.0, torch.tensor([1.0, 2.0, 2.0], dtype=torch.float64),
@@ -114,18 +115,22 @@ def summarise(ptx: str) -> dict[str, int]:
 
 
 def cases():
+    """(name, kernel, dtype, layout, head dim, heads, archs): FLUX's 24 heads everywhere, plus head dim 92 and the
+    40 / 48 heads of Wan 14B and FLUX.2 (one [64, D] tile each) on sm_90."""
     for kernel in KERNELS:
         for dtype in DTYPES:
             for layout in LAYOUTS:
-                yield f"{kernel}-{dtype}-{layout}", kernel, dtype, layout, 128, ARCHS
-        yield f"{kernel}-bfloat16-interleaved-d92", kernel, "bfloat16", "interleaved", 92, (90,)
+                yield f"{kernel}-{dtype}-{layout}", kernel, dtype, layout, 128, 24, ARCHS
+        yield f"{kernel}-bfloat16-interleaved-d92", kernel, "bfloat16", "interleaved", 92, 24, (90,)
+        for heads in (40, 48):
+            yield f"{kernel}-bfloat16-interleaved-h{heads}", kernel, "bfloat16", "interleaved", 128, heads, (90,)
 
 
 def main(workdir: Path) -> None:
     """Compile every case; print one JSON object {"<case>-sm<arch>": summary}."""
     found = {}
-    for name, kernel, dtype, layout, d, archs in cases():
-        jit, args, kwargs = launch_arguments(kernel, dtype, layout == "interleaved", d)
+    for name, kernel, dtype, layout, d, heads, archs in cases():
+        jit, args, kwargs = launch_arguments(kernel, dtype, layout == "interleaved", d, heads)
         for arch in archs:
             compiled = compile_for(jit, args, kwargs, arch)
             found[f"{name}-sm{arch}"] = {**summarise(compiled.asm["ptx"]), **resources(compiled.asm["cubin"], workdir),
@@ -143,13 +148,13 @@ def compiled(tmp_path_factory):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-ALIGNED = [f"{name}-sm{arch}" for name, _, _, _, d, archs in cases() for arch in archs if d == 128]
-UNALIGNED = [f"{name}-sm{arch}" for name, _, _, _, d, archs in cases() for arch in archs if d != 128]
+ALIGNED = [f"{name}-sm{arch}" for name, _, _, _, d, _, archs in cases() for arch in archs if d == 128]
+UNALIGNED = [f"{name}-sm{arch}" for name, _, _, _, d, _, archs in cases() for arch in archs if d != 128]
 
 
 def test_every_case_compiled(compiled):
     assert sorted(compiled) == sorted(ALIGNED + UNALIGNED)
-    assert len(ALIGNED) == len(KERNELS) * len(DTYPES) * len(LAYOUTS) * len(ARCHS)
+    assert len(ALIGNED) == len(KERNELS) * (len(DTYPES) * len(LAYOUTS) * len(ARCHS) + 2)
 
 
 @pytest.mark.parametrize("case", ALIGNED)
