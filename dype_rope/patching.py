@@ -138,8 +138,9 @@ def _refuse_triton_off_cuda(model: nn.Module) -> None:
 
 def resolve_backend(backend: str, model: nn.Module, fused: bool = True) -> str:
     """"auto" -> "triton" when the adapter has fused attention (`fused`), the model sits on CUDA and the fused
-    kernels import, else "torch". An explicit "torch" or "triton" is returned as given (the adapter refuses
-    "triton" where it has no fused path)."""
+    kernels are cleared for "auto" (dype_rope.kernels.auto_uses_triton: they passed the GPU check and import),
+    else "torch". An explicit "torch" or "triton" is returned as given (the adapter refuses "triton" where it
+    has no fused path)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
@@ -147,11 +148,11 @@ def resolve_backend(backend: str, model: nn.Module, fused: bool = True) -> str:
     if not fused:
         return "torch"
     param = next(iter(model.parameters()), None)
-    if param is None or param.device.type != "cuda":
+    if param is None:
         return "torch"
-    from dype_rope.kernels import triton_available
+    from dype_rope.kernels import auto_uses_triton
 
-    return "triton" if triton_available() else "torch"
+    return "triton" if auto_uses_triton(param.device.type) else "torch"
 
 
 def patch(

@@ -1,6 +1,7 @@
-"""Public entry points of the fused kernels: validate, then run Triton on CUDA and the pure-torch reference
-(dype_rope.rope) elsewhere. `backend="triton"` forces the kernels (CPU tensors then need the Triton
-interpreter, TRITON_INTERPRET=1); `backend="torch"` forces the reference.
+"""Public entry points of the fused kernels: validate, then run Triton on CUDA (once the kernels have passed
+the GPU check, see kernels/verified.py) and the pure-torch reference (dype_rope.rope) otherwise.
+`backend="triton"` forces the kernels (CPU tensors then need the Triton interpreter, TRITON_INTERPRET=1);
+`backend="torch"` forces the reference.
 
 Shapes: q [B, L, Hq, D] with sequence_dim=1 or [B, Hq, L, D] with sequence_dim=2 (any strides, no copies);
 k the same with Hk heads; positions [L, n_axes] or [B, L, n_axes]; a RopePlan with inv_freq / mscale [D/2] or
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dype_rope.rope import RopePlan, apply_rope, apply_rope_plan, check_layout
+
+from . import verified
 
 BACKENDS = ("auto", "torch", "triton")
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -35,7 +38,7 @@ def _use_triton(backend: str, *tensors: Tensor) -> bool:
         return False
     on_cuda = all(t.is_cuda for t in tensors)
     if backend == "auto":
-        if not on_cuda:
+        if not on_cuda or not verified.auto_uses_triton("cuda"):
             return False
         try:
             _library()

@@ -1,8 +1,15 @@
 """Fused q + k RoPE from positions and a per-pair frequency plan, angles computed in the kernel.
 
 One program handles one token of one batch row: it turns the token's positions into D/2 cos / sin once and
-rotates every head of q and then every head of k with them, so q and k are each read once and written once
-and no cos / sin table ever reaches memory. Reference: dype_rope.rope.apply_rope_plan.
+rotates every head of q and of k with them, so q and k are each read once and written once and no cos / sin
+table ever reaches memory. Reference: dype_rope.rope.apply_rope_plan.
+
+Bytes in flight: a memory-bound kernel is as fast as the loads it keeps outstanding. The head counts are
+`tl.constexpr`, so the head loop is unrolled at compile time; in each step all loads of q and k are issued
+before the angle math and before any store (a store may alias a later load when rotating in place, so the
+compiler could not hoist those loads itself). With up to MAX_TILE elements per tensor that is one step
+holding every head of the token: FLUX's 24 heads of 128 channels read as one [32, 128] tile of q and one
+of k, the 8 padding rows masked off (they cost registers, not memory traffic).
 """
 
 from __future__ import annotations
@@ -12,44 +19,41 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import wrap_triton
 
-from ._pairs import load_pairs, next_pow2, plan_cos_sin, store_pairs
+from ._pairs import kernel_plan, kernel_positions, load_pairs, next_pow2, plan_cos_sin, store_pairs
 
-
-@triton.jit
-def rotate_heads(X, Y, H, sxh, sxd, syh, syd, cos, sin, D_HALF: tl.constexpr, BLOCK_P: tl.constexpr,
-                 BLOCK_H: tl.constexpr, INTERLEAVED: tl.constexpr):
-    """Rotate the H heads of one token of X into Y by per-pair cos / sin [BLOCK_P]."""
-    pairs = tl.arange(0, BLOCK_P)[None, :]
-    c = cos[None, :]
-    s = sin[None, :]
-    for h0 in range(0, H, BLOCK_H):
-        heads = h0 + tl.arange(0, BLOCK_H)[:, None]
-        mask = heads < H
-        a, b = load_pairs(X, heads, pairs, mask, sxh, sxd, D_HALF, BLOCK_P, INTERLEAVED)
-        store_pairs(Y, a * c - b * s, b * c + a * s, heads, pairs, mask, syh, syd, D_HALF, BLOCK_P, INTERLEAVED)
+MAX_TILE = 8192  # elements of one [heads, channels] tile of q (or k) held in registers at once
 
 
 @triton.jit
 def rope_qk_kernel(
-    Q, K, QO, KO, POS, INV, MS, AXIS,
-    HQ, HK,
+    Q, K, QO, KO, POS, POS_LO, PLAN, AXIS,
     sqb, sql, sqh, sqd, skb, skl, skh, skd,
     sob, sol, soh, sod, spb, spl, sph, spd,
-    s_posb, s_posl, s_posa, s_invb, s_msb,
-    D_HALF: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr,
-    INTERLEAVED: tl.constexpr, CONJUGATE: tl.constexpr,
+    s_posb, s_posl, s_posa, s_planb,
+    HQ: tl.constexpr, HK: tl.constexpr, D_HALF: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_H: tl.constexpr,
+    INTERLEAVED: tl.constexpr, CONJUGATE: tl.constexpr, HAS_POS_LO: tl.constexpr,
 ):
     # CONJUGATE turns by minus the angle: the backward pass (and the inverse rotation) with the same kernel.
     tok = tl.program_id(0).to(tl.int64)
     bat = tl.program_id(1).to(tl.int64)
-    cos, sin = plan_cos_sin(POS, INV, MS, AXIS, bat * s_posb + tok * s_posl, bat * s_invb, bat * s_msb, s_posa,
-                            D_HALF, BLOCK_P)
-    if CONJUGATE:
-        sin = -sin
-    rotate_heads(Q + bat * sqb + tok * sql, QO + bat * sob + tok * sol, HQ, sqh, sqd, soh, sod, cos, sin,
-                 D_HALF, BLOCK_P, BLOCK_H, INTERLEAVED)
-    rotate_heads(K + bat * skb + tok * skl, KO + bat * spb + tok * spl, HK, skh, skd, sph, spd, cos, sin,
-                 D_HALF, BLOCK_P, BLOCK_H, INTERLEAVED)
+    q, k = Q + bat * sqb + tok * sql, K + bat * skb + tok * skl
+    qo, ko = QO + bat * sob + tok * sol, KO + bat * spb + tok * spl
+    pairs = tl.arange(0, BLOCK_P)[None, :]
+    for h0 in tl.static_range(0, HQ if HQ > HK else HK, BLOCK_H):
+        heads = h0 + tl.arange(0, BLOCK_H)[:, None]
+        qa, qb = load_pairs(q, heads, pairs, heads < HQ, sqh, sqd, D_HALF, BLOCK_P, INTERLEAVED)
+        ka, kb = load_pairs(k, heads, pairs, heads < HK, skh, skd, D_HALF, BLOCK_P, INTERLEAVED)
+        if h0 == 0:  # after the first loads are on their way; every later step reuses the angles
+            cos, sin = plan_cos_sin(POS, POS_LO, PLAN, AXIS, bat * s_posb + tok * s_posl, bat * s_planb, s_posa,
+                                    D_HALF, BLOCK_P, HAS_POS_LO)
+            if CONJUGATE:
+                sin = -sin
+            c = cos[None, :]
+            s = sin[None, :]
+        store_pairs(qo, qa * c - qb * s, qb * c + qa * s, heads, pairs, heads < HQ, soh, sod, D_HALF, BLOCK_P,
+                    INTERLEAVED)
+        store_pairs(ko, ka * c - kb * s, kb * c + ka * s, heads, pairs, heads < HK, sph, spd, D_HALF, BLOCK_P,
+                    INTERLEAVED)
 
 
 def bldh_strides(x: Tensor, sequence_dim: int) -> tuple[int, int, int, int]:
@@ -59,18 +63,20 @@ def bldh_strides(x: Tensor, sequence_dim: int) -> tuple[int, int, int, int]:
 
 
 def block_heads(block_p: int, heads: int) -> int:
-    """Heads per inner step: the largest power of two dividing `heads` (no masked-off rows; FLUX's 24 heads
-    go as 3 x 8), within a [BLOCK_H, D] tile of at most 4096 elements; a head count with no useful power-of-two
-    divisor (3, 5, ...) is padded to the next power of two instead."""
-    cap = max(1, 4096 // (2 * block_p))
-    divisor = min(heads & -heads, cap)
-    return divisor if divisor > 2 else min(next_pow2(heads), cap)
+    """Heads per unrolled step: all of them (rounded up to a power of two) while a [BLOCK_H, D] tile holds at
+    most MAX_TILE elements, else the largest power of two that does."""
+    return max(1, min(next_pow2(heads), MAX_TILE // (2 * block_p)))
 
 
 def block_warps(block_h: int, block_p: int, interleaved: bool) -> int:
-    """Warps for 8 elements per thread per load: 128-bit loads of 16-bit data ("half" loads half-rows)."""
-    tile = block_h * block_p * (2 if interleaved else 1)
-    return max(1, min(8, tile // 256))
+    """Warps for 16 elements per thread and tensor: two 128-bit loads of 16-bit data in flight per thread for
+    q and two for k (8 warps for FLUX's [32, 128] tiles, 16 for the [64, 128] tiles of 40 or 48 heads). A
+    heuristic until the launch sweep of benchmarks/gpu_bench.py has run on a GPU."""
+    return max(1, min(16, block_h * 2 * block_p // 512))
+
+
+def plan_strides(t: Tensor) -> int:
+    return t.stride(0) if t.dim() == 3 else 0
 
 
 def launch_rope_qk(
@@ -83,25 +89,23 @@ def launch_rope_qk(
     q, q_out:  [B, L, Hq, D] (sequence_dim=1) or [B, Hq, L, D] (sequence_dim=2), any strides.
     k, k_out:  the same with Hk heads (Hk may differ from Hq).
     positions: [L, n_axes] or [B, L, n_axes], any real or integer dtype.
-    inv_freq, mscale: [D/2] or [B, D/2], float64 or float32, last dim contiguous.
+    inv_freq, mscale: [D/2] or [B, D/2], float64 or float32 (split into float32 parts here: kernel_plan).
     pair_axis: [D/2] integer, contiguous: which position axis pair j reads.
     block_h, num_warps: launch shape (default: block_heads(), block_warps()); the GPU benchmark sweeps them.
     """
     batch, seq, d = q.shape[0], q.shape[sequence_dim], q.shape[-1]
     d_half = d // 2
-    s_posb = positions.stride(0) if positions.dim() == 3 else 0
-    s_posl, s_posa = positions.stride(-2), positions.stride(-1)
-    s_invb = inv_freq.stride(0) if inv_freq.dim() == 2 else 0
-    s_msb = mscale.stride(0) if mscale.dim() == 2 else 0
+    pos, pos_lo = kernel_positions(positions)
+    plan = kernel_plan(inv_freq, mscale)
     hq, hk = q.shape[3 - sequence_dim], k.shape[3 - sequence_dim]
     block_p = next_pow2(d_half)
     block_h = block_h or block_heads(block_p, max(hq, hk))
     wrap_triton(rope_qk_kernel)[(seq, batch)](
-        q, k, q_out, k_out, positions, inv_freq, mscale, pair_axis,
-        hq, hk,
+        q, k, q_out, k_out, pos, pos if pos_lo is None else pos_lo, plan, pair_axis,
         *bldh_strides(q, sequence_dim), *bldh_strides(k, sequence_dim),
         *bldh_strides(q_out, sequence_dim), *bldh_strides(k_out, sequence_dim),
-        s_posb, s_posl, s_posa, s_invb, s_msb,
-        D_HALF=d_half, BLOCK_P=block_p, BLOCK_H=block_h, INTERLEAVED=interleaved, CONJUGATE=conjugate,
+        pos.stride(0) if pos.dim() == 3 else 0, pos.stride(-2), pos.stride(-1), plan_strides(plan),
+        HQ=hq, HK=hk, D_HALF=d_half, BLOCK_P=block_p, BLOCK_H=block_h,
+        INTERLEAVED=interleaved, CONJUGATE=conjugate, HAS_POS_LO=pos_lo is not None,
         num_warps=num_warps or block_warps(block_h, block_p, interleaved),
     )
