@@ -29,8 +29,9 @@ FAMILIES: tuple[ComfyFamily, ...] = (
     # FLUX.2 / Klein are the same class with 4 id axes (index, row, col, caption) and 16 px VAE tokens
     ComfyFamily("flux", ("comfy.ldm.flux.model.Flux",), ("pe_embedder",), (1, 2), (64, 64), rope_options=True,
                 note="FLUX.1 dev / schnell / Fill / Kontext, FLUX.2 and Klein (1024 px)"),
+    # Chroma Radiance subclasses Chroma: pixel space, 16 px patches, the same embedder
     ComfyFamily("chroma", ("comfy.ldm.chroma.model.Chroma",), ("pe_embedder",), (1, 2), (64, 64),
-                note="Chroma (1024 px)"),
+                note="Chroma and Chroma Radiance (1024 px)"),
     # image ids centred on the grid; caption ids run on all three axes after the image's half extent
     ComfyFamily("qwen_image", ("comfy.ldm.qwen_image.model.QwenImageTransformer2DModel",), ("pe_embedder",),
                 (1, 2), (83, 83), note="Qwen-Image and Qwen-Image-Edit (1328 px)"),

@@ -107,6 +107,12 @@ _CHROMA = dict(image_model="chroma", in_channels=64, out_channels=64, context_in
                patch_size=2, qkv_bias=True, in_dim=64, out_dim=64, hidden_dim=32, n_layers=1, txt_ids_dims=[],
                vec_in_dim=None)
 
+# Chroma Radiance: pixel space (3 channels), 16 x 16 px patches, a small per-pixel NeRF head.
+_CHROMA_RADIANCE = dict(_CHROMA, image_model="chroma_radiance", in_channels=3, out_channels=3, patch_size=16,
+                        nerf_hidden_size=16, nerf_mlp_ratio=2, nerf_depth=1, nerf_max_freqs=4, nerf_tile_size=0,
+                        nerf_final_head_type="linear", nerf_embedder_dtype=torch.float32, use_x0=False,
+                        use_sequential_txt_ids=False)
+
 _LUMINA2 = dict(image_model="lumina2", patch_size=2, in_channels=16, dim=64, cap_feat_dim=32, n_layers=1,
                 n_refiner_layers=1, n_heads=2, n_kv_heads=2, multiple_of=16, qk_norm=True, axes_dims=[8, 12, 12],
                 axes_lens=[300, 512, 512], rope_theta=10000.0, ffn_dim_multiplier=4.0)
@@ -157,6 +163,7 @@ FAMILIES: dict[str, Family] = {
     "wan21": Family("WAN21_T2V", _WAN21, 16, 2, True, 32, extra=_none, adapter="wan"),
     "wan22": Family("WAN22_T2V", _WAN22, 48, 2, True, 32, extra=_none, adapter="wan", pixels_per_token=32),
     "chroma": Family("Chroma", _CHROMA, 16, 2, False, 32, extra=_none, adapter="chroma"),
+    "chroma_radiance": Family("ChromaRadiance", _CHROMA_RADIANCE, 3, 16, False, 32, extra=_none, adapter="chroma"),
     "lumina2": Family("Lumina2", _LUMINA2, 16, 2, False, 32, extra=_none, adapter="lumina2"),
     "z_image": Family("ZImage", _ZIMAGE, 16, 2, False, 32, extra=_none, adapter="lumina2"),
     "hidream": Family("HiDream", _HIDREAM, 16, 2, False, 32, extra=_hidream_extra, adapter="hidream"),
