@@ -100,7 +100,10 @@ class ComfyAdapter(Adapter):
             scales[axis] = r
         axes = tuple(a for a in self.family.id_axes if scales[a] > 1.0)
         if sigma is None:
-            raise ValueError(f"{type(self.model).__name__} was called without a sigma; DyPE needs the diffusion time")
+            raise ValueError(
+                f"{type(self.model).__name__} was called without transformer_options['sigmas']; DyPE needs the "
+                "diffusion time of every call: sample through ComfyUI, or pass transformer_options={'sigmas': sigma}"
+            )
         if not isinstance(sigma, Tensor):
             sigma = torch.tensor(float(sigma))
         sigma = sigma.reshape(-1)

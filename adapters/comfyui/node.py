@@ -94,6 +94,13 @@ def dype_model(
         adapter_cls = comfy_adapter_class(diffusion_model)
     except TypeError as err:
         raise NodeInputError(str(err)) from None
+    sampling = model.get_model_object("model_sampling")
+    if not any(cls.__name__ == "CONST" for cls in type(sampling).__mro__):
+        # DyPE reads sigma as the flow-matching time (1 = noise); every family it supports samples that way
+        raise NodeInputError(
+            f"DyPE needs a flow-matching model_sampling (sigma = diffusion time), this model has "
+            f"{type(sampling).__name__}; remove the ModelSampling node that changed it"
+        )
     ppt = pixels_per_token(model, diffusion_model, adapter_cls)
     base_px = _check_whole("base_resolution", base_resolution, ppt)
     for name, value in (("width", width), ("height", height)):

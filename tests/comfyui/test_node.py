@@ -171,3 +171,17 @@ def test_comfyuis_config_parser_reads_the_registry_metadata(comfy):
     config = config_parser.extract_node_configuration(str(ROOT))
     assert config.project.name == "dype-rope"
     assert config.tool_comfy.display_name and config.tool_comfy.publisher_id
+
+
+def test_a_model_not_sampled_as_flow_matching_is_refused(node_cls, flux):
+    from comfy.model_sampling import EPS, ModelSamplingDiscrete
+
+    from dype_rope.adapters.comfyui.node import NodeInputError
+
+    class Eps(ModelSamplingDiscrete, EPS):
+        pass
+
+    other = flux.patcher.clone()
+    other.add_object_patch("model_sampling", Eps(other.model.model_config))
+    with pytest.raises(NodeInputError, match="needs a flow-matching model_sampling"):
+        node_cls.execute(model=other, method="yarn", base_resolution=0, dynamic=True)
