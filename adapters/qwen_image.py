@@ -24,7 +24,7 @@ from dype_rope.timestep import diffusion_time
 
 from .base import Adapter, register_adapter, spans_on
 from .parallel import swap_module
-from .qwen_image_embed import DyPEQwenEmbedRope, axis_positions, image_list, qwen_positions  # noqa: F401
+from .qwen_image_embed import DyPEQwenEmbedRope
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.transformers.transformer_qwenimage import QwenEmbedRope, QwenImageTransformer2DModel

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 import torch
+import torch._dynamo.testing
 
 import dype_rope
 from tiny_models import flux_inputs, tiny_flux
@@ -90,3 +91,31 @@ def test_stock_model_under_the_same_threads_is_exact():
     inputs = [flux_inputs(12, 16, t=0.2 + 0.2 * i, seed=i) for i in range(THREADS)]
     expected = [run(model, x) for x in inputs]
     assert mismatches(model, model.x_embedder, inputs, expected) == 0
+
+
+def test_a_compiled_patched_model_stays_one_graph_when_threads_call_it():
+    # per-thread state must not split the compiled graph nor recompile it for another thread
+    model = tiny_flux()
+    counter = torch._dynamo.testing.CompileCounter()
+    torch._dynamo.reset()
+    times = [1.0 - i / 12 for i in range(12)]
+    with dype_rope.patch(model, base_grid=(8, 8)):
+        expected = {t: run(model, flux_inputs(12, 16, t=t)) for t in times}
+        compiled = torch.compile(model, backend=counter, fullgraph=True)
+        for t in times:
+            torch.testing.assert_close(run(compiled, flux_inputs(12, 16, t=t)), expected[t], rtol=1e-6, atol=1e-6)
+        errors = []
+
+        def worker(offset):
+            for t in times[offset::THREADS]:
+                got = run(compiled, flux_inputs(12, 16, t=t))
+                if not torch.allclose(got, expected[t], rtol=1e-6, atol=1e-6):
+                    errors.append(t)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    assert errors == []
+    assert counter.frame_count == 1
