@@ -5,7 +5,7 @@ A head's D channels form D/2 pairs (a_j, b_j). The layout switch is a `tl.conste
 to its own straight-line code: "half" reads two contiguous half-rows, "interleaved" reads the whole row with
 one wide load and splits even / odd channels in registers instead of issuing two stride-2 loads.
 
-Angles (see docs/kernels.md, "Accuracy without float64"). The angle pos * inv_freq reaches ~10^4 rad at
+Angles (see docs/kernels.md, "Accuracy without float64"). The angle pos * inv_freq reaches 65535 rad at
 position 65535, where a float32 product is off by ~4e-3 rad. Consumer GPUs run float64 at 1/64 of float32,
 so no float64 instruction is used. Instead the angle is carried in turns, f = inv_freq / 2pi, split on the
 host into f1 + f2 + f3 (f1 and f2 with 12 significant bits, f3 the float32 rest), and the position is split

@@ -34,7 +34,8 @@ class _OnDevice(nn.Module):
 
 
 @pytest.mark.parametrize("cuda_present", [True, False], ids=["cuda-present", "no-cuda"])
-@pytest.mark.parametrize("record", ["", "NVIDIA H100 80GB HBM3, 2026-12-01: 212 checks"], ids=["unverified", "verified"])
+@pytest.mark.parametrize("record", ["", "NVIDIA H100 80GB HBM3, 2026-12-01: 411 checks"],
+                         ids=["unverified", "verified"])
 @pytest.mark.parametrize("device_type", ["cuda", "cpu", "meta"])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "no-fused"])
 def test_auto_for_models(fused, device_type, record, cuda_present, monkeypatch):

@@ -112,7 +112,8 @@ def test_the_kernel_rotates_by_these_angles_at_large_positions(layout):
     plan = type(dype_plan())(inv_freq, torch.ones_like(inv_freq), torch.tensor([0] * 4 + [1] * 6 + [2] * 6))
     positions = torch.stack([torch.arange(65535, 65535 - 48, -1.0), torch.linspace(0, 65535, 48).round(),
                              torch.arange(48.0) * 1365], -1)
-    unit = torch.tensor([1.0, 0.0]).repeat(16) if layout == "interleaved" else torch.cat([torch.ones(16), torch.zeros(16)])
+    ones, zeros = torch.ones(16), torch.zeros(16)
+    unit = torch.stack([ones, zeros], -1).flatten() if layout == "interleaved" else torch.cat([ones, zeros])
     q = unit.expand(1, 48, 2, 32).contiguous()
     q_out, _ = rope_qk(q, q.clone(), positions, plan, layout, backend="triton")
     angles = positions.to(F64)[:, plan.pair_axis] * inv_freq

@@ -161,7 +161,8 @@ def test_every_case_compiled(compiled):
 def test_aligned_head_dim(compiled, case):
     r = compiled[case]
     assert r["f64"] == 0, f"{case}: {r['f64']} float64 instructions"
-    assert r["stores"] > 0 and r["stores_v4"] == r["stores"], f"{case}: {r['stores_v4']} of {r['stores']} stores are 128-bit"
+    assert r["stores"] > 0 and r["stores_v4"] == r["stores"], \
+        f"{case}: {r['stores_v4']} of {r['stores']} stores are 128-bit"
     assert r["loads_v4"] >= r["stores_v4"], f"{case}: {r['loads_v4']} 128-bit loads for {r['stores_v4']} 128-bit stores"
     assert r["local"] == 0 and r["stack"] == 0, f"{case}: spills ({r['local']} bytes local, {r['stack']} stack)"
     assert 0 < r["reg"] <= MAX_REGISTERS, f"{case}: {r['reg']} registers per thread (bound {MAX_REGISTERS})"
