@@ -8,11 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from reference_dype import frequencies
+from reference_dype import rope_pairs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -30,17 +29,8 @@ def require(name: str) -> Path:
     return path
 
 
-def reference_rotations(ids, axes_dims, theta, scales, t, base_lens, cfg) -> torch.Tensor:
+def reference_rotations(ids, axes_dims, theta, scales, t, base_lens, **schedule) -> torch.Tensor:
     """float64 rotation matrices [..., L, D/2, 2, 2] of DyPE from the paper's formulas (reference_dype), for
-    ids [..., L, n_axes] whose axis a is scales[a] times its base_lens[a] at diffusion time t."""
-    omegas, mscales = [], []
-    for dim, s, base in zip(axes_dims, scales, base_lens):
-        omega, mscale = frequencies(dim, theta, base, float(s), float(t), cfg)
-        omegas.append(omega)
-        mscales.append(np.full(dim // 2, mscale))
-    omega = torch.from_numpy(np.concatenate(omegas))
-    mscale = torch.from_numpy(np.concatenate(mscales))
-    axis = torch.cat([torch.full((d // 2,), a) for a, d in enumerate(axes_dims)])
-    angles = ids.to(torch.float64)[..., axis] * omega
-    c, s = angles.cos() * mscale, angles.sin() * mscale
-    return torch.stack([c, -s, s, c], dim=-1).unflatten(-1, (2, 2))
+    ids [L, n_axes] whose axis a is scales[a] times its base_lens[a] at diffusion time t."""
+    cos, sin = rope_pairs(ids, axes_dims, theta, scales, t, base_lens, **schedule)
+    return torch.stack([cos, -sin, sin, cos], dim=-1).unflatten(-1, (2, 2))

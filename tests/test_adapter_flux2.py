@@ -1,116 +1,61 @@
-"""FLUX.2 adapter: Flux2Transformer2DModel with its four-axis (T, H, W, L) Flux2PosEmbed, theta 2000."""
+"""What only FLUX.2 has: four axes (T, H, W, L) of which T and L are never rescaled, theta 2000, and two fused
+processors (joint and parallel self-attention) with their own table path. The shared contract:
+tests/test_contract.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch._dynamo.testing import CompileCounter
 
 import dype_rope
-from adapter_checks import (
-    STEPS,
-    TimeRecorder,
-    assert_same_state,
-    check_t_follows_sampler,
-    reference_angles,
-    sampler_timesteps,
-    state_of,
-)
-from tiny_flux2 import FLUX2_SCHEDULER, flux2_ids, flux2_inputs, flux2_txt_ids, tiny_flux2
-
-BASE = (4, 6)
+from families.flux import FLUX2, tiny_flux2
+from families.row import encoding_calls
 
 
-@pytest.fixture
-def model():
-    return tiny_flux2()
-
-
-def run(model, *args, **kwargs):
-    return model(**flux2_inputs(*args, **kwargs)).sample
-
-
-def test_detected_with_native_base_grid(model):
-    with dype_rope.patch(model) as handle:
-        assert handle.adapter.name == "flux2"
-        assert handle.base_grid == (64, 64)  # 1024 px
-        assert type(model.pos_embed).__name__ == "DyPEFlux2PosEmbed"
+def test_the_replacement_keeps_the_encoding_settings():
+    model = tiny_flux2()
+    with dype_rope.patch(model):
         assert model.pos_embed.theta == 2000 and list(model.pos_embed.axes_dim) == [8, 8, 8, 8]
 
 
-@pytest.mark.parametrize("grid", [BASE, (3, 5), (4, 2)])
-def test_identity_at_or_below_base_grid(model, grid):
-    ref = [run(model, *grid, t) for t in (1.0, 0.4)]
-    with dype_rope.patch(model, base_grid=BASE):
-        got = [run(model, *grid, t) for t in (1.0, 0.4)]
-    for r, g in zip(ref, got):
-        assert torch.equal(r, g)
-
-
-def test_tables_follow_the_core_schedule_on_rows_and_columns_only(model):
-    h, w, t = 8, 9, 0.7
-    seen = []
-    with dype_rope.patch(model, base_grid=BASE) as handle:
-        hook = model.pos_embed.register_forward_hook(lambda m, a, out: seen.append((a[0], out)))
-        run(model, h, w, t, cond=(3, 3))  # a reference image on T = 10 must not change the scale
-        hook.remove()
-        assert handle.adapter.step.plan is None  # the step context is cleared when the call returns
-    (img_ids, (img_cos, img_sin)), (txt_ids, (txt_cos, txt_sin)) = seen
-    expected_ids = torch.cat([flux2_ids(h, w), flux2_ids(3, 3, frame=10)])
-    assert torch.equal(img_ids, expected_ids) and torch.equal(txt_ids, flux2_txt_ids(5))
-    for ids, cos, sin in ((img_ids, img_cos, img_sin), (txt_ids, txt_cos, txt_sin)):
-        angles, mscale = reference_angles(ids, (8, 8, 8, 8), 2000.0, [1.0, h / 4, w / 6, 1.0], t, (1.0, *BASE, 1.0))
-        torch.testing.assert_close(cos.double(), (angles.cos() * mscale).repeat_interleave(2, -1), atol=2e-7, rtol=0)
-        torch.testing.assert_close(sin.double(), (angles.sin() * mscale).repeat_interleave(2, -1), atol=2e-7, rtol=0)
-    # T and L are never rescaled: their channels are the stock tables bit for bit.
+def test_time_and_text_axes_keep_the_stock_tables_bit_for_bit():
+    model = tiny_flux2()
     stock = tiny_flux2().pos_embed
-    for ids, cos, sin in ((img_ids, img_cos, img_sin), (txt_ids, txt_cos, txt_sin)):
+    with dype_rope.patch(model, base_grid=FLUX2.base):
+        calls = encoding_calls(model, "pos_embed", lambda: FLUX2.run(model, FLUX2.inputs((8, 9), 0.7, cond=(3, 3))))
+    assert len(calls) == 2  # image tokens, then text tokens
+    for (ids,), (cos, sin) in calls:
         stock_cos, stock_sin = stock(ids)
-        for part in (slice(0, 8), slice(24, 32)):
+        for part in (slice(0, 8), slice(24, 32)):  # T and L
             assert torch.equal(cos[:, part], stock_cos[:, part]) and torch.equal(sin[:, part], stock_sin[:, part])
+        assert not torch.equal(cos[:, 8:24], stock_cos[:, 8:24])  # H and W did move
 
 
-def test_t_follows_the_flux2_scheduler(model):
-    from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
+@pytest.mark.parametrize("kind", ["Flux2Attention", "Flux2ParallelSelfAttention"])
+def test_fused_table_path_matches_the_stock_processor(kind):
+    """Called with diffusers' (cos, sin) tables, the fused processors rotate through the table kernel and give
+    what the stock processors give."""
+    from diffusers.models.transformers import transformer_flux2 as tf2
 
-    h, w = 4, 6
-    # The shift the pipeline would use at 1024 px (4096 tokens); the tiny model only sees the timesteps.
-    timesteps, sigmas = sampler_timesteps(FLUX2_SCHEDULER, 4096, mu=compute_empirical_mu(4096, STEPS))
-    with dype_rope.patch(model, base_grid=(2, 3)) as handle:
-        rec = TimeRecorder(handle.adapter, model.transformer_blocks[0])
-        for ts in timesteps:
-            run(model, h, w, float(ts / 1000))  # the pipeline passes timestep / 1000
-        rec.close()
-    check_t_follows_sampler(rec.seen, sigmas)
+    from dype_rope.adapters.flux2_fused import FusedFlux2AttnProcessor, FusedFlux2ParallelSelfAttnProcessor
 
+    model = tiny_flux2()
+    attn = next(a for a in model.modules() if type(a).__name__ == kind)
+    g = torch.Generator().manual_seed(0)
+    hidden, text = torch.randn(1, 6, 64, generator=g), torch.randn(1, 3, 64, generator=g)
+    positions = torch.randint(0, 40, (9, 4)).float()
+    cos, sin = dype_rope.rope_tables(positions, dype_rope.plain_plan((8, 8, 8, 8), 2000.0))
 
-def test_one_graph_over_28_steps(model):
-    timesteps, _ = sampler_timesteps(FLUX2_SCHEDULER, 4096, mu=2.0)
-    with dype_rope.patch(model, base_grid=(2, 3)):
-        eager = run(model, 4, 6, float(timesteps[-1] / 1000))
-        torch._dynamo.reset()
-        counter = CompileCounter()
-        compiled = torch.compile(model, backend=counter, fullgraph=True)
-        for ts in timesteps:
-            out = compiled(**flux2_inputs(4, 6, float(ts / 1000))).sample
-        assert counter.frame_count == 1
-        torch.testing.assert_close(out, eager)
-    torch._dynamo.reset()
+    def no_plan():
+        raise AssertionError("the table path must not ask for a plan")
 
-
-def test_remove_restores_bit_for_bit(model):
-    before, original = state_of(model), model.pos_embed
-    ref = run(model, 8, 12, 0.6)
-    handle = dype_rope.patch(model, base_grid=BASE)
-    assert [n for n, _ in model.named_modules()] == before["names"]  # "pos_embed" keeps its name
-    assert not torch.equal(run(model, 8, 12, 0.6), ref)
-    handle.remove()
-    assert model.pos_embed is original and not dype_rope.is_patched(model)
-    assert_same_state(before, state_of(model))
-    assert torch.equal(run(model, 8, 12, 0.6), ref)
-
-
-def test_four_times_the_base_grid_stays_finite(model):
-    with dype_rope.patch(model, base_grid=(2, 3)):
-        out = run(model, 8, 12, 1.0)
-    assert torch.isfinite(out).all()
+    with torch.no_grad():
+        if kind == "Flux2Attention":
+            want = tf2.Flux2AttnProcessor()(attn, hidden, text, image_rotary_emb=(cos, sin))
+            got = FusedFlux2AttnProcessor(no_plan)(attn, hidden, text, image_rotary_emb=(cos, sin))
+        else:
+            joint = torch.cat([text, hidden], dim=1)
+            want = (tf2.Flux2ParallelSelfAttnProcessor()(attn, joint, image_rotary_emb=(cos, sin)),)
+            got = (FusedFlux2ParallelSelfAttnProcessor(no_plan)(attn, joint, image_rotary_emb=(cos, sin)),)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

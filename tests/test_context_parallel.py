@@ -22,8 +22,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import dype_rope
-from tiny_models import flux_inputs, tiny_flux
-from tiny_video import tiny_wan, wan_inputs
+from families.flux import flux_inputs, tiny_flux
+from families.video import WAN, tiny_wan
 
 WORLD = 2
 
@@ -54,7 +54,7 @@ def worker(rank: int, rendezvous: str, out_dir: str) -> None:
                 enable_context_parallel(model, **degrees)
                 results[f"flux parallel {mode}"] = run(model, flux_x)
 
-        wan_x = wan_inputs(2, 4, 6, timestep=600)
+        wan_x = WAN.inputs((2, 4, 6), 0.6)
         for order in ("patch first", "parallelism first"):
             model = tiny_wan()
             results[f"wan plain {order}"] = run(model, wan_x)

@@ -1,4 +1,6 @@
-"""dype_rope.patch() on diffusers' FLUX: identity, round trip, parity with the authors, compile, bad input."""
+"""What only FLUX (and Chroma, on the same FluxPosEmbed) has: parity with the authors' published transformer,
+the timestep read by position and from Chroma's own argument order, independence of two patched models, the
+fused processor's table path, and patch()'s bad-argument table. The shared contract: tests/test_contract.py."""
 
 from __future__ import annotations
 
@@ -10,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch._dynamo.testing
 from torch import nn
 
 import dype_rope
-from dype_rope import DyPEConfig, build_plan, rope_tables
-from dype_rope.adapters.base import image_spans
-from tiny_models import flux_img_ids, flux_inputs, tiny_flux
+from families.flux import CHROMA, FLUX, flux_img_ids, flux_inputs, tiny_chroma, tiny_flux
+from families.row import encoding_calls
 
 F64 = torch.float64
 CASES = json.loads((Path(__file__).parent / "data" / "dype_axis_frequencies.json").read_text())["cases"]
@@ -32,84 +32,6 @@ def run(m, **inputs):
         return m(**inputs).sample
 
 
-def capture_tables(m, inputs):
-    seen = []
-    h = m.pos_embed.register_forward_hook(lambda mod, args, out: seen.append((args[0], out)))
-    try:
-        run(m, **inputs)
-    finally:
-        h.remove()
-    return seen[0]
-
-
-# -- identity and round trip ----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("grid", [(8, 8), (6, 8), (3, 5)])
-@pytest.mark.parametrize("method", ["yarn", "ntk", "pi"])
-def test_at_or_below_base_grid_is_bit_exact(model, grid, method):
-    x = flux_inputs(*grid, t=0.8)
-    ref = run(model, **x)
-    with dype_rope.patch(model, method=method, base_grid=(8, 8)):
-        assert torch.equal(run(model, **x), ref)
-
-
-def test_method_none_is_bit_exact_beyond_base(model):
-    x = flux_inputs(12, 16, t=0.6)
-    ref = run(model, **x)
-    with dype_rope.patch(model, method="none", base_grid=(8, 8)):
-        assert torch.equal(run(model, **x), ref)
-
-
-def test_remove_restores_the_model_exactly(model):
-    x = flux_inputs(12, 16, t=0.9)
-    ref = run(model, **x)
-    before = dict(model.__dict__)
-    pos_embed = model.pos_embed
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    handle = dype_rope.patch(model, base_grid=(8, 8))
-    assert dype_rope.is_patched(model) and handle.active
-    assert not torch.equal(run(model, **x), ref)
-    handle.remove()
-    assert not dype_rope.is_patched(model) and not handle.active
-    assert model.pos_embed is pos_embed
-    assert not model._forward_pre_hooks and not model._forward_hooks
-    assert model.__dict__.keys() == before.keys()
-    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    assert torch.equal(run(model, **x), ref)
-    handle.remove()  # idempotent
-
-
-def test_context_manager_and_unpatch(model):
-    x = flux_inputs(12, 16, t=0.5)
-    ref = run(model, **x)
-    with dype_rope.patch(model, base_grid=(8, 8)) as handle:
-        assert handle.model is model
-    assert torch.equal(run(model, **x), ref)
-    dype_rope.patch(model, base_grid=(8, 8))
-    dype_rope.unpatch(model)
-    assert torch.equal(run(model, **x), ref)
-    with pytest.raises(ValueError, match="not patched"):
-        dype_rope.unpatch(model)
-
-
-# -- the tables the model sees ---------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("aspect", ["per-axis", "isotropic"])
-@pytest.mark.parametrize("t", [1.0, 0.37, 0.0])
-def test_tables_follow_the_schedule_on_the_image_grid(model, aspect, t):
-    h, w = 12, 20
-    x = flux_inputs(h, w, t=t)
-    with dype_rope.patch(model, base_grid=(8, 10), aspect=aspect):
-        ids, (cos, sin) = capture_tables(model, x)
-    sh, sw = h / 8, w / 10
-    if aspect == "isotropic":
-        sh = sw = max(sh, sw)
-    plan = build_plan((4, 6, 6), 10000.0, torch.tensor([1.0, sh, sw], dtype=F64), torch.tensor(t, dtype=F64),
-                      DyPEConfig(), (1.0, 8.0, 10.0))
-    ref_cos, ref_sin = rope_tables(ids, plan)
-    assert torch.equal(cos, ref_cos) and torch.equal(sin, ref_sin)
-
-
 def test_timestep_is_read_positionally_too(model):
     x = flux_inputs(12, 16, t=0.42)
     with dype_rope.patch(model, base_grid=(8, 8)):
@@ -118,6 +40,28 @@ def test_timestep_is_read_positionally_too(model):
         with torch.no_grad():
             positional = model(*[x[k] for k in order]).sample
     assert torch.equal(by_name, positional)
+
+
+def test_chroma_reads_the_timestep_from_its_own_argument_order():
+    chroma = tiny_chroma()
+    x = CHROMA.inputs((12, 16), 0.25)
+    order = ["hidden_states", "encoder_hidden_states", "timestep", "img_ids", "txt_ids"]  # Chroma: no pooled input
+    with dype_rope.patch(chroma, base_grid=(8, 8)), torch.no_grad():
+        by_name = chroma(**x).sample
+        positional = chroma(*[x[k] for k in order]).sample
+        other_t = chroma(**CHROMA.inputs((12, 16), 0.9)).sample
+    assert torch.equal(by_name, positional)
+    assert not torch.equal(by_name, other_t)
+
+
+def test_chroma_sees_the_tables_flux_sees():
+    """Detected by its FluxPosEmbed without naming it: the same adapter, the same tables."""
+    chroma, flux = tiny_chroma(), tiny_flux()
+    with dype_rope.patch(chroma, base_grid=(8, 8)), dype_rope.patch(flux, base_grid=(8, 8)):
+        x = CHROMA.inputs((12, 16), 0.6)
+        (_, chroma_tables), = encoding_calls(chroma, "pos_embed", lambda: CHROMA.run(chroma, x))
+        (_, flux_tables), = encoding_calls(flux, "pos_embed", lambda: FLUX.run(flux, FLUX.inputs((12, 16), 0.6)))
+    assert all(torch.equal(a, b) for a, b in zip(chroma_tables, flux_tables))
 
 
 def test_base_resolution_converts_through_16_px_per_token(model):
@@ -130,18 +74,6 @@ def test_base_resolution_converts_through_16_px_per_token(model):
     with dype_rope.patch(model, base_resolution=(128, 160)) as handle:
         assert handle.base_grid == (8, 10)
     assert torch.equal(a, b)
-
-
-def test_default_base_grid_is_flux_native(model):
-    with dype_rope.patch(model) as handle:
-        assert handle.base_grid == (64, 64)
-
-
-def test_conditioning_image_tokens_keep_their_positions_and_do_not_set_the_scale():
-    gen = flux_img_ids(12, 16)
-    cond = flux_img_ids(40, 40, frame=1)  # a larger reference image (FLUX Kontext marks it with frame 1)
-    assert image_spans(torch.cat([gen, cond])).tolist() == [1.0, 12.0, 16.0]
-    assert image_spans(gen.unsqueeze(0)).tolist() == [1.0, 12.0, 16.0]
 
 
 # -- parity with the authors' published FLUX DyPE transformer ------------------------------------------------
@@ -186,22 +118,6 @@ def test_outputs_match_the_authors_transformer(model, method, dynamic, t, grid):
     assert not torch.equal(out, run(model, **x))  # the rescaling really changed the output
 
 
-# -- compile ---------------------------------------------------------------------------------------------------
-
-def test_compiles_into_one_graph_over_28_steps(model):
-    counter = torch._dynamo.testing.CompileCounter()
-    torch._dynamo.reset()
-    with dype_rope.patch(model, base_grid=(8, 8)):
-        compiled = torch.compile(model, backend=counter, fullgraph=True)
-        sigmas = torch.linspace(1.0, 1 / 28, 28)
-        for sigma in sigmas:
-            x = flux_inputs(12, 16, t=float(sigma))
-            with torch.no_grad():
-                got = compiled(**x).sample
-        assert counter.frame_count == 1
-        torch.testing.assert_close(got, run(model, **x), rtol=1e-6, atol=1e-6)
-
-
 # -- independence ----------------------------------------------------------------------------------------------
 
 def test_two_patched_models_do_not_interfere():
@@ -218,12 +134,27 @@ def test_two_patched_models_do_not_interfere():
             assert torch.equal(run(m1, **x1), alone1)
 
 
+# -- the fused processor ---------------------------------------------------------------------------------------
+
+def test_fused_table_path_matches_the_stock_processor(model):
+    """Called with diffusers' (cos, sin) tables, the fused processor rotates through the table kernel and gives
+    what FluxAttnProcessor gives (joint attention: text and image each with their own learned norms)."""
+    from diffusers.models.transformers.transformer_flux import FluxAttention, FluxAttnProcessor
+
+    from dype_rope.adapters.flux_fused import FusedFluxAttnProcessor
+
+    attn = next(m for m in model.modules() if isinstance(m, FluxAttention))
+    g = torch.Generator().manual_seed(0)
+    hidden, text = torch.randn(1, 6, 32, generator=g), torch.randn(1, 3, 32, generator=g)
+    cos, sin = dype_rope.rope_tables(torch.randint(0, 40, (9, 3)).float(), dype_rope.plain_plan((4, 6, 6), 10000.0))
+    with torch.no_grad():
+        want = FluxAttnProcessor()(attn, hidden, text, image_rotary_emb=(cos, sin))
+        got = FusedFluxAttnProcessor("triton")(attn, hidden, text, image_rotary_emb=(cos, sin))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 # -- bad input -------------------------------------------------------------------------------------------------
-
-def test_unsupported_model_says_how_to_register():
-    with pytest.raises(TypeError, match="no adapter for Linear.*register_adapter"):
-        dype_rope.patch(nn.Linear(2, 2))
-
 
 def test_patching_twice_is_refused(model):
     with dype_rope.patch(model, base_grid=(8, 8)):
@@ -270,9 +201,10 @@ def test_bad_timestep_is_named(model, t, message):
 
 def test_batch_with_different_times_is_refused_on_host(model):
     one = flux_inputs(12, 16, t=0.5)
-    two = {k: v.repeat(2, *[1] * (v.dim() - 1)) if k in ("hidden_states", "encoder_hidden_states",
-                                                          "pooled_projections") else v for k, v in one.items()}
-    two["timestep"] = torch.tensor([0.5, 0.25])
+    two = flux_inputs(12, 16, t=0.5, batch=2)
+    two.update(hidden_states=one["hidden_states"].repeat(2, 1, 1), timestep=torch.tensor([0.5, 0.25]),
+               encoder_hidden_states=one["encoder_hidden_states"].repeat(2, 1, 1),
+               pooled_projections=one["pooled_projections"].repeat(2, 1))
     with dype_rope.patch(model, base_grid=(8, 8)):
         with pytest.raises(ValueError, match="share one diffusion time"):
             run(model, **two)
@@ -280,9 +212,3 @@ def test_batch_with_different_times_is_refused_on_host(model):
         batched = run(model, **two)
         single = run(model, **one)
     torch.testing.assert_close(batched, single.expand(2, -1, -1), rtol=1e-5, atol=1e-6)
-
-
-def test_position_embedding_refuses_calls_outside_the_model(model):
-    with dype_rope.patch(model, base_grid=(8, 8)):
-        with pytest.raises(RuntimeError, match="outside the model's forward"):
-            model.pos_embed(flux_img_ids(4, 4))

@@ -40,31 +40,26 @@ def test_generation_at_4x_sees_the_derived_t_kappa_and_shift(pipe):
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
     steps, lambda_s, lambda_t = 8, 1.5, 3.0
-    handle = dype_rope.enable(pipe, 32, 32, base_grid=(BASE, BASE), method="pi", lambda_s=lambda_s, lambda_t=lambda_t)
-    adapter = handle.transformer.adapter
-    raw, steps_seen = [], []
+    raw, tables = [], []
     pre = pipe.transformer.register_forward_pre_hook(
         lambda m, args, kwargs: raw.append(kwargs["timestep"].double()), with_kwargs=True
     )
-    step = adapter.step
-    post = pipe.transformer.pos_embed.register_forward_hook(
-        lambda *a: steps_seen.append((step.t.item(), step.scales.clone(), step.plan.inv_freq.clone()))
-    )
-    try:
-        image = generate(pipe, 32, steps)
-    finally:
-        pre.remove()
-        post.remove()
-        handle.remove()
+    settings = dict(base_grid=(BASE, BASE), method="pi", lambda_s=lambda_s, lambda_t=lambda_t)
+    with dype_rope.enable(pipe, 32, 32, **settings) as handle:
+        post = pipe.transformer.pos_embed.register_forward_hook(lambda m, args, out: tables.append((args[0], out)))
+        try:
+            image = generate(pipe, 32, steps)
+        finally:
+            pre.remove()
+            post.remove()
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
     assert handle.mu == 1.15 and handle.image_seq_len == 16 * 16
 
     # t: the pipeline's unshifted sigmas, shifted by the pinned mu = max_shift, as the transformer's argument.
     expected_t = shifted(np.linspace(1.0, 1 / steps, steps), mu=1.15)
-    t_seen = np.array([t for t, _, _ in steps_seen])
-    assert len(t_seen) == steps and t_seen[0] == 1.0
+    t_seen = np.array([r.item() for r in raw])
+    assert len(t_seen) == len(tables) == steps and t_seen[0] == 1.0
     np.testing.assert_allclose(t_seen, expected_t, rtol=0, atol=1e-6)
-    assert [r.item() for r in raw] == t_seen.tolist()
 
     # The shift the transformer saw, read back from each step's t, is the pinned one, not the pipeline's own.
     sigma = np.linspace(1.0, 1 / steps, steps)[1:]
@@ -72,15 +67,50 @@ def test_generation_at_4x_sees_the_derived_t_kappa_and_shift(pipe):
     np.testing.assert_allclose(mu_seen, 1.15, rtol=0, atol=1e-4)
     assert abs(calculate_shift(16 * 16) - 1.15) > 0.5
 
-    # kappa: Dy-PI divides the rescaled axes' frequencies by s ** kappa(t) with s = 4.
-    dims = pipe.transformer.pos_embed.axes_dim
-    plain = np.concatenate([[10000.0 ** (-2 * j / d) for j in range(d // 2)] for d in dims])
-    rescaled = np.arange(dims[0] // 2, sum(dims) // 2)
-    for t, scales, inv_freq in steps_seen:
-        assert scales.tolist() == [1.0, 4.0, 4.0]
-        kappa_seen = np.log(plain[rescaled] / inv_freq.numpy()[rescaled]) / math.log(4.0)
-        np.testing.assert_allclose(kappa_seen, lambda_s * t**lambda_t, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(inv_freq.numpy()[: dims[0] // 2], plain[: dims[0] // 2], rtol=1e-15, atol=0)
+    # kappa, read back from the tables: Dy-PI turns pair 0 of the row and column axes by 1 / s ** kappa(t) per
+    # position with s = 4 (16 tokens on a 4-token base); the frame axis keeps plain RoPE.
+    for t, (ids, (cos, sin)) in zip(t_seen, tables):
+        token = int(((ids[:, 1] == 1) & (ids[:, 2] == 1)).nonzero()[0])  # row 1, column 1
+        angles = torch.atan2(sin[token, 0::2].double(), cos[token, 0::2].double())
+        rows, cols = angles[2], angles[5]  # first pair of each rescaled axis (axes 4 / 6 / 6 channels)
+        for angle in (rows, cols):
+            kappa_seen = -math.log(angle.item()) / math.log(4.0)
+            assert kappa_seen == pytest.approx(lambda_s * t**lambda_t, abs=1e-6)
+        assert torch.equal(cos[token, :4], torch.ones(4)) and torch.equal(sin[token, :4], torch.zeros(4))
+
+
+@pytest.mark.parametrize("height, width", [(16, 32), (32, 16)])
+def test_a_non_square_image_sets_each_axis_and_the_token_count_from_its_own_side(pipe, height, width):
+    """rows = height / 2, columns = width / 2 here (VAE factor 1, 2 x 2 packing): neither side stands in for the
+    other, in the token count that sets mu or in the tables."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    tables = []
+    with dype_rope.enable(pipe, height, width, shift="linear", base_grid=(BASE, BASE), method="pi",
+                          lambda_s=1.0, lambda_t=1.0) as handle:
+        hook = pipe.transformer.pos_embed.register_forward_hook(lambda m, args, out: tables.append((args[0], out)))
+        try:
+            pipe(**prompt_embeddings(), height=height, width=width, num_inference_steps=1, output_type="pt",
+                 generator=torch.Generator().manual_seed(0))
+        finally:
+            hook.remove()
+    rows, cols = height // 2, width // 2
+    assert handle.image_seq_len == rows * cols
+    assert handle.mu == pytest.approx(calculate_shift(rows * cols, 256, 4096, 0.5, 1.15))
+    ids, (cos, sin) = tables[0]
+    token = int(((ids[:, 1] == 1) & (ids[:, 2] == 1)).nonzero()[0])
+    angles = torch.atan2(sin[token, 0::2].double(), cos[token, 0::2].double())
+    # t = 1 at the first step: Dy-PI with kappa = t divides each axis's frequencies by its own s = side / base
+    assert angles[2].item() == pytest.approx(BASE / rows, abs=1e-6)
+    assert angles[5].item() == pytest.approx(BASE / cols, abs=1e-6)
+
+
+def test_a_non_square_image_at_vae_factor_8_counts_its_own_tokens(pipe_at_vae_factor_8):
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    with dype_rope.enable(pipe_at_vae_factor_8, 1024, 2048, shift="linear") as handle:
+        assert handle.image_seq_len == 64 * 128
+        assert handle.mu == pytest.approx(calculate_shift(64 * 128, 256, 4096, 0.5, 1.15))
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +155,7 @@ def test_a_fixed_shift_scheduler_gets_dynamic_shifting_for_the_call():
     """SD3's scheduler uses a fixed shift (use_dynamic_shifting False); enable() turns the pinned mu on."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from tiny_sd3 import tiny_sd3
+    from families.sd3 import tiny_sd3
 
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     fake = SimpleNamespace(transformer=tiny_sd3(), scheduler=scheduler, vae_scale_factor=8)
@@ -161,7 +191,7 @@ def test_bad_arguments_are_named_and_leave_the_pipeline_untouched(pipe, kwargs, 
 def test_schedulers_without_a_shift_are_refused():
     from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 
-    from tiny_models import tiny_flux
+    from families.flux import tiny_flux
 
     plain = SimpleNamespace(transformer=tiny_flux(), scheduler=DDIMScheduler(), vae_scale_factor=8)
     with pytest.raises(TypeError, match="takes mu"):

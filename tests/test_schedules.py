@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from dype_rope import DyPEConfig, SCHEDULES, build_plan, kappa, register_schedule
 from dype_rope.schedules import yarn_ramp
+from reference_dype import frequencies
 
 F64 = torch.float64
 DATA = json.loads((Path(__file__).parent / "data" / "dype_axis_frequencies.json").read_text())
@@ -53,6 +54,17 @@ base_lens = st.integers(2, 256)
 big_scales = st.floats(1.0001, 64.0)
 times = st.floats(0.0, 1.0)
 lambdas = st.floats(0.25, 4.0)
+
+
+@given(dim=dims, theta=thetas, L=base_lens, s=big_scales, t=times, method=st.sampled_from(METHODS),
+       dynamic=st.booleans(), modulation=st.sampled_from(["multiply", "power"]))
+def test_default_schedules_are_the_papers_formulas_and_constants(dim, theta, L, s, t, method, dynamic, modulation):
+    """Against tests/reference_dype.py, written from the paper with its constants as literals (lambdas per method,
+    YaRN's beta and gamma, mscale 0.1 ln s + 1): a wrong default in DyPEConfig fails here."""
+    inv, mscale = run(method, dim, theta, L, s, t, dynamic=dynamic, yarn_modulation=modulation)
+    ref, ref_mscale = frequencies(dim, theta, L, s, t, method, dynamic, modulation)
+    torch.testing.assert_close(inv, torch.from_numpy(ref), rtol=1e-9, atol=0)
+    assert mscale.item() == pytest.approx(ref_mscale, rel=1e-12)
 
 
 @given(dim=dims, theta=thetas, L=base_lens, s=st.floats(0.05, 1.0), t=times, method=st.sampled_from(METHODS),

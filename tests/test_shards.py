@@ -21,12 +21,28 @@ from torch import nn
 
 import dype_rope
 from dype_rope import apply_rope
-from dype_rope.adapters.base import image_spans
-from tiny_models import flux_inputs, tiny_flux
-from tiny_qwen_image import qwen_inputs, tiny_qwen_image
-from tiny_video import tiny_wan, wan_inputs
+from families.flux import flux_img_ids, flux_inputs, tiny_flux
+from families.row import interleaved
+from families.qwen_image import qwen_inputs, tiny_qwen_image
+from families.video import WAN, tiny_wan
+from reference_dype import rope_pairs
 
 SHARDS = st.integers(2, 4)
+
+
+@pytest.fixture(scope="module")
+def flux():
+    return tiny_flux()
+
+
+@pytest.fixture(scope="module")
+def wan():
+    return tiny_wan()
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    return tiny_qwen_image()
 
 
 class ShardSplit(ContextParallelSplitHook):
@@ -109,33 +125,27 @@ def rotated(q: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 # -- FLUX: img_ids and txt_ids are split before the model's forward, pos_embed runs on the shard --------------
 
-@pytest.fixture(scope="module")
-def flux():
-    return tiny_flux()
-
-
 @settings(max_examples=10)
 @given(shards=SHARDS, h=st.integers(2, 9), w=st.integers(2, 9), text_len=st.integers(4, 6),
        base=st.tuples(st.integers(2, 6), st.integers(2, 6)), t=st.floats(0.0, 1.0))
 def test_flux_shards_see_slices_of_the_global_tables(flux, shards, h, w, text_len, base, t):
     x = dict(flux_inputs(h, w, t=t, text_len=text_len), return_dict=False)
     q = torch.randn(1, text_len + h * w, 2, 16, generator=torch.Generator().manual_seed(h * w))
-    with dype_rope.patch(flux, base_grid=base) as handle:
+    with dype_rope.patch(flux, base_grid=base):
         cos, sin = tables_seen(flux, "pos_embed", x)
+        # the global tables: the schedule at the whole image's scale (tests/reference_dype.py)
+        positions = torch.cat([torch.zeros(text_len, 3), flux_img_ids(h, w)])
+        want = torch.stack(rope_pairs(positions, (4, 6, 6), 10000.0, [1.0, h / base[0], w / base[1]], t,
+                                      (1.0, *base)), -1)
+        torch.testing.assert_close(interleaved(cos, sin), want, rtol=0, atol=2e-7)
         txt_rows, img_rows = torch.arange(text_len), torch.arange(text_len, text_len + h * w)
         q_global = rotated(q, cos, sin)
         for k in range(shards):
             rows = torch.cat([txt_rows.tensor_split(shards)[k], img_rows.tensor_split(shards)[k]])
-            scales = []
-            hook = flux.pos_embed.register_forward_hook(lambda *a: scales.append(handle.adapter.step.scales.clone()))
-            try:
-                cos_k, sin_k = tables_seen(flux, "pos_embed", x, shards, k)
-            finally:
-                hook.remove()
+            cos_k, sin_k = tables_seen(flux, "pos_embed", x, shards, k)
             assert cos_k.shape[0] == len(rows) < cos.shape[0]  # the split really happened
             assert torch.equal(cos_k, cos[rows]) and torch.equal(sin_k, sin[rows])
             assert torch.equal(rotated(q[:, rows], cos_k, sin_k), q_global[:, rows])
-            assert scales[0].tolist() == [1.0, h / base[0], w / base[1]]
 
 
 def test_flux_patched_after_parallelism_still_reads_the_full_ids(flux):
@@ -160,12 +170,13 @@ def test_flux_patched_after_parallelism_still_reads_the_full_ids(flux):
     assert torch.equal(by_name, cos[rows]) and torch.equal(seen[0], cos[rows])
 
 
-def test_a_scale_taken_from_the_shard_would_differ():
-    """The control that makes the property above meaningful: a shard's own ids span fewer rows."""
-    ids = flux_inputs(8, 6)["img_ids"]
-    first = ids.tensor_split(2)[0]
-    assert image_spans(ids).tolist() == [1.0, 8.0, 6.0]
-    assert image_spans(first).tolist() == [1.0, 4.0, 6.0]
+def test_a_scale_taken_from_the_shard_would_differ(flux):
+    """The control that makes the property above meaningful: the first shard of an 8 x 6 image spans 4 rows, and
+    tables built from its own extent differ from the global ones on the same tokens."""
+    with dype_rope.patch(flux, base_grid=(3, 3)):
+        whole, _ = tables_seen(flux, "pos_embed", dict(flux_inputs(8, 6, t=0.7), return_dict=False))
+        half, _ = tables_seen(flux, "pos_embed", dict(flux_inputs(4, 6, t=0.7), return_dict=False))
+    assert not torch.equal(half, whole[: len(half)])
 
 
 @settings(max_examples=8)
@@ -176,31 +187,20 @@ def test_flux_zero_padding_to_a_multiple_of_the_degree_keeps_the_scale(flux, sha
     pad = -(h * w) % shards or shards  # always pad something
     padded = dict(x, img_ids=torch.cat([x["img_ids"], torch.zeros(pad, 3)]),
                   hidden_states=torch.cat([x["hidden_states"], torch.zeros(1, pad, x["hidden_states"].shape[-1])], 1))
-    with dype_rope.patch(flux, base_grid=(3, 3)) as handle:
-        scales = []
-        hook = flux.pos_embed.register_forward_hook(lambda *a: scales.append(handle.adapter.step.scales.clone()))
-        try:
-            cos, sin = tables_seen(flux, "pos_embed", x)
-            cos_p, sin_p = tables_seen(flux, "pos_embed", padded)
-        finally:
-            hook.remove()
+    with dype_rope.patch(flux, base_grid=(3, 3)):
+        cos, sin = tables_seen(flux, "pos_embed", x)
+        cos_p, sin_p = tables_seen(flux, "pos_embed", padded)
     real = x["txt_ids"].shape[0] + h * w
-    assert torch.equal(scales[0], scales[1])
     assert torch.equal(cos_p[:real], cos) and torch.equal(sin_p[:real], sin)
 
 
 # -- Wan: the rope runs on the whole latent, its output is split (its "rope" entry in _cp_plan) ---------------
 
-@pytest.fixture(scope="module")
-def wan():
-    return tiny_wan()
-
-
 @settings(max_examples=10)
 @given(shards=SHARDS, frames=st.integers(1, 3), rows=st.integers(2, 7), cols=st.integers(2, 7),
        base=st.tuples(st.integers(2, 5), st.integers(2, 5)), timestep=st.integers(0, 999))
 def test_wan_shards_see_slices_of_the_global_tables(wan, shards, frames, rows, cols, base, timestep):
-    x = wan_inputs(frames, rows, cols, timestep=timestep)
+    x = WAN.inputs((frames, rows, cols), timestep / 1000)
     n = frames * rows * cols
     q = torch.randn(1, n, 2, 18, generator=torch.Generator().manual_seed(n))
     with dype_rope.patch(wan, base_grid=base):
@@ -216,7 +216,7 @@ def test_wan_shards_see_slices_of_the_global_tables(wan, shards, frames, rows, c
 
 @pytest.mark.parametrize("order", ["patch, then parallelism", "parallelism, then patch"])
 def test_wan_rope_is_sharded_whichever_comes_first_and_after_remove(wan, order):
-    x = wan_inputs(2, 4, 6, timestep=700)
+    x = WAN.inputs((2, 4, 6), 0.7)
     with dype_rope.patch(wan, base_grid=(2, 3)):
         cos, _ = tables_seen(wan, "rope", x)
     stock_cos, _ = tables_seen(wan, "rope", x)
@@ -240,15 +240,10 @@ def test_wan_rope_is_sharded_whichever_comes_first_and_after_remove(wan, order):
 
 # -- Qwen-Image: pos_embed runs on img_shapes (global), both outputs are split ---------------------------------
 
-@pytest.fixture(scope="module")
-def qwen():
-    return tiny_qwen_image()
-
-
 @settings(max_examples=8)
 @given(shards=SHARDS, h=st.integers(2, 7), w=st.integers(2, 7), text_len=st.integers(4, 6), t=st.floats(0.0, 1.0))
 def test_qwen_image_shards_see_slices_of_the_global_tables(qwen, shards, h, w, text_len, t):
-    x = dict(qwen_inputs(h, w, t=t, text_len=text_len), return_dict=False)
+    x = dict(qwen_inputs((h, w), text_len=text_len), timestep=torch.tensor([t]), return_dict=False)
     with dype_rope.patch(qwen, base_grid=(2, 2)):
         img, txt = tables_seen(qwen, "pos_embed", x)
         for k in range(shards):

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 import dype_rope
-from adapter_checks import assert_same_state, state_of
+from families.row import assert_same_state, state_of
 from dype_rope.adapters import Adapter
 from dype_rope.adapters import base as adapter_base
 from dype_rope.patching import resolve_backend
-from tiny_sd3 import sd3_inputs, tiny_sd3
+from families.sd3 import SD3, tiny_sd3
 
 
 def test_explicit_triton_is_refused_and_nothing_changes():
@@ -26,7 +26,7 @@ def test_explicit_triton_is_refused_and_nothing_changes():
 
 def test_auto_and_torch_still_patch_the_same_family():
     model = tiny_sd3()
-    inputs = sd3_inputs(4, 4, timestep=600.0)
+    inputs = SD3.inputs((4, 4), 0.6)
     with torch.no_grad():
         with dype_rope.patch(model, base_grid=(2, 2), backend="auto") as handle:
             auto = model(**inputs).sample

@@ -6,18 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from tiny_models import TINY_FLUX, tiny_flux
-
-# FLUX.1's scheduler config (base_shift 0.5 at 256 tokens, max_shift 1.15 at 4096 tokens, exponential shift).
-FLUX_SCHEDULER = dict(
-    base_image_seq_len=256,
-    base_shift=0.5,
-    max_image_seq_len=4096,
-    max_shift=1.15,
-    num_train_timesteps=1000,
-    shift=3.0,
-    use_dynamic_shifting=True,
-)
+from families.flux import FLUX_SCHEDULER, TINY_FLUX, tiny_flux
 
 
 def tiny_flux_pipeline(seed: int = 0, vae_blocks: int = 1):

@@ -18,7 +18,6 @@ import torch
 
 import dype_rope
 import tiny_comfy
-from dype_rope import DyPEConfig
 from dype_rope.adapters.comfyui import ADAPTERS, comfy_adapter_class
 from shared_code import reference_rotations
 
@@ -60,7 +59,7 @@ class Tiny:
         for emb in self.embedders(patcher):
             hooks.append(emb.register_forward_hook(lambda m, a, out: calls[-1]["tables"].append((a[0], out))))
         try:
-            out = self.sample(patcher, rows, cols, cfg)
+            out = self.sample(patcher, rows, cols)
         finally:
             for h in hooks:
                 h.remove()
@@ -80,7 +79,6 @@ def test_bit_identical_at_or_below_the_base_grid(tiny, rows, cols):
 
 def test_tables_follow_dype_at_every_step(tiny):
     rows, cols = 16, 12  # 2 x 1.5 the base grid
-    cfg = DyPEConfig()
     out, calls = tiny.record(tiny.dype, rows, cols)
     assert torch.isfinite(out).all()
     sigmas = tiny.comfy.samplers.calculate_sigmas(tiny.patcher.get_model_object("model_sampling"), "simple", STEPS)
@@ -101,7 +99,7 @@ def test_tables_follow_dype_at_every_step(tiny):
             assert torch.equal(table[..., ~stretched, :, :], stock[..., ~stretched, :, :])
             for b, t in enumerate(call["sigma"].tolist()):
                 expected = reference_rotations(ids.reshape(ids.shape[0], -1, ids.shape[-1])[min(b, ids.shape[0] - 1)],
-                                               axes_dims, theta, scales, t, base_lens, cfg)
+                                               axes_dims, theta, scales, t, base_lens)
                 torch.testing.assert_close(table[b][..., stretched, :, :], expected[..., stretched, :, :].float(),
                                            rtol=1e-5, atol=2e-6)
 

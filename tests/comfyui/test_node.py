@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import tiny_comfy
-from dype_rope import DyPEConfig
 from shared_code import reference_rotations
 from test_comfy_contract import BASE, Tiny
 
@@ -134,7 +133,7 @@ def test_rope_options_stretch_the_extent_dype_sees(flux):
         for ids, table in call["tables"]:
             assert ids[0, -1, 1] == (rows - 1) * scale  # ComfyUI really stretched the ids
             expected = reference_rotations(ids[0], axes_dims, float(emb.theta), scales, float(call["sigma"][0]),
-                                           (1.0, *BASE), DyPEConfig())
+                                           (1.0, *BASE))
             torch.testing.assert_close(table[0, 0][..., stretched, :, :], expected[..., stretched, :, :].float(),
                                        rtol=1e-5, atol=2e-6)
 

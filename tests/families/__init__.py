@@ -1,0 +1,20 @@
+"""The family table: one row per supported model family (tests/families/row.py gives the row type). The contract
+suite (tests/test_contract.py, tests/test_fused_contract.py) runs every check on every row; a new family joins by
+adding a row here."""
+
+from __future__ import annotations
+
+from .cogview4 import COGVIEW4
+from .embednd import CUSTOM, EMBEDND
+from .flux import CHROMA, FLUX, FLUX2
+from .hidream import HIDREAM
+from .lumina2 import LUMINA2
+from .qwen_image import QWEN_IMAGE
+from .sd3 import SD3
+from .video import HUNYUAN_VIDEO, WAN
+from .zimage import ZIMAGE
+
+FAMILIES = (
+    FLUX, CHROMA, FLUX2, QWEN_IMAGE, SD3, LUMINA2, ZIMAGE, HIDREAM, COGVIEW4, WAN, HUNYUAN_VIDEO, EMBEDND, CUSTOM,
+)
+FUSED_FAMILIES = tuple(row for row in FAMILIES if row.fused is not None)
