@@ -174,17 +174,18 @@ def check_compile(device, checks: Checks) -> None:
 
 def family_runs():
     """(name, model builder, inputs builder, base grid, output getter) of every family with a fused path."""
-    from tiny_flux2 import flux2_inputs, tiny_flux2
-    from tiny_models import flux_inputs, tiny_flux
-    from tiny_qwen_image import qwen_inputs, tiny_qwen_image
-    from tiny_video import tiny_wan, wan_inputs
+    from families.flux import flux2_inputs, flux_inputs, tiny_flux, tiny_flux2
+    from families.qwen_image import qwen_inputs, tiny_qwen_image
+    from families.video import WAN, tiny_wan
 
     sample = lambda out: out.sample  # noqa: E731
+    sigma = lambda: torch.tensor([0.6])  # noqa: E731 - t = 0.6, passed as the FLUX-style pipelines pass it
     return [
         ("FLUX", tiny_flux, lambda: flux_inputs(12, 10, t=0.6, text_len=7), (4, 4), sample),
-        ("FLUX.2", tiny_flux2, lambda: flux2_inputs(12, 10, t=0.6, text_len=7), (4, 4), sample),
-        ("Qwen-Image", tiny_qwen_image, lambda: qwen_inputs(12, 10, t=0.6, text_len=7), (4, 4), sample),
-        ("Wan", tiny_wan, lambda: wan_inputs(3, 6, 5, timestep=600.0), (2, 2), lambda out: out[0]),
+        ("FLUX.2", tiny_flux2, lambda: {**flux2_inputs((12, 10), text_len=7), "timestep": sigma()}, (4, 4), sample),
+        ("Qwen-Image", tiny_qwen_image, lambda: {**qwen_inputs((12, 10), text_len=7), "timestep": sigma()}, (4, 4),
+         sample),
+        ("Wan", tiny_wan, lambda: WAN.inputs((3, 6, 5), 0.6), (2, 2), lambda out: out[0]),
     ]
 
 

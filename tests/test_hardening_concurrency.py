@@ -13,8 +13,8 @@ import torch
 import torch._dynamo.testing
 
 import dype_rope
-from tiny_models import flux_inputs, tiny_flux
-from tiny_zimage import tiny_zimage, zimage_inputs
+from families.flux import FLUX, tiny_flux
+from families.zimage import ZIMAGE, tiny_zimage
 
 THREADS = 4
 ROUNDS = 10
@@ -66,7 +66,7 @@ def test_threads_calling_one_patched_flux_each_get_their_own_call():
     model = tiny_flux()
     # different times and different sizes: each call's plan depends on both
     sizes = [(12, 16), (16, 12), (10, 20), (20, 10)]
-    inputs = [flux_inputs(*sizes[i], t=0.2 + 0.2 * i, seed=i) for i in range(THREADS)]
+    inputs = [FLUX.inputs(sizes[i], 0.2 + 0.2 * i, seed=i) for i in range(THREADS)]
     with dype_rope.patch(model, base_grid=(8, 8)):
         expected = [run(model, x) for x in inputs]  # one at a time
         assert mismatches(model, model.x_embedder, inputs, expected) == 0
@@ -78,7 +78,7 @@ def test_threads_calling_one_patched_zimage_each_get_their_own_grid():
     # Z-Image reads the generated grid from the call's arguments: that too belongs to the call
     model = tiny_zimage()
     sizes = [(12, 16), (16, 12), (10, 20), (20, 10)]
-    inputs = [zimage_inputs(*sizes[i], t=0.2 + 0.2 * i, seed=i) for i in range(THREADS)]
+    inputs = [ZIMAGE.inputs(sizes[i], 0.2 + 0.2 * i, seed=i) for i in range(THREADS)]
     gate = model.t_embedder
     with dype_rope.patch(model, base_grid=(8, 8)):
         expected = [run(model, x) for x in inputs]
@@ -88,7 +88,7 @@ def test_threads_calling_one_patched_zimage_each_get_their_own_grid():
 def test_stock_model_under_the_same_threads_is_exact():
     # the harness itself is deterministic: unpatched, the same overlapping calls match one-at-a-time calls
     model = tiny_flux()
-    inputs = [flux_inputs(12, 16, t=0.2 + 0.2 * i, seed=i) for i in range(THREADS)]
+    inputs = [FLUX.inputs((12, 16), 0.2 + 0.2 * i, seed=i) for i in range(THREADS)]
     expected = [run(model, x) for x in inputs]
     assert mismatches(model, model.x_embedder, inputs, expected) == 0
 
@@ -100,15 +100,15 @@ def test_a_compiled_patched_model_stays_one_graph_when_threads_call_it():
     torch._dynamo.reset()
     times = [1.0 - i / 12 for i in range(12)]
     with dype_rope.patch(model, base_grid=(8, 8)):
-        expected = {t: run(model, flux_inputs(12, 16, t=t)) for t in times}
+        expected = {t: run(model, FLUX.inputs((12, 16), t)) for t in times}
         compiled = torch.compile(model, backend=counter, fullgraph=True)
         for t in times:
-            torch.testing.assert_close(run(compiled, flux_inputs(12, 16, t=t)), expected[t], rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(run(compiled, FLUX.inputs((12, 16), t)), expected[t], rtol=1e-6, atol=1e-6)
         errors = []
 
         def worker(offset):
             for t in times[offset::THREADS]:
-                got = run(compiled, flux_inputs(12, 16, t=t))
+                got = run(compiled, FLUX.inputs((12, 16), t))
                 if not torch.allclose(got, expected[t], rtol=1e-6, atol=1e-6):
                     errors.append(t)
 

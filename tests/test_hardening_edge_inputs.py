@@ -9,11 +9,11 @@ import torch._dynamo.testing
 
 import dype_rope
 from dype_rope.adapters.base import image_spans
-from tiny_hidream import hidream_inputs, tiny_hidream
-from tiny_lumina2 import lumina2_inputs, tiny_lumina2
-from tiny_models import flux_img_ids, flux_inputs, tiny_flux
-from tiny_qwen_image import qwen_inputs, tiny_qwen_image
-from tiny_video import tiny_wan, wan_inputs
+from families.flux import FLUX, flux_img_ids, tiny_flux
+from families.hidream import HIDREAM, tiny_hidream
+from families.lumina2 import LUMINA2, tiny_lumina2
+from families.qwen_image import QWEN_IMAGE, tiny_qwen_image
+from families.video import WAN, tiny_wan
 
 BASE = (8, 8)
 
@@ -44,7 +44,7 @@ def batch_of(inputs: dict, times, time_key: str = "timestep") -> dict:
 
 def test_flux_with_no_image_tokens_returns_what_stock_returns():
     model = tiny_flux()
-    x = flux_inputs(0, 0, t=0.5)
+    x = FLUX.inputs((0, 0), 0.5)
     stock = run(model, x)
     with dype_rope.patch(model, base_grid=BASE):
         out = run(model, x)
@@ -68,7 +68,7 @@ def test_flux_with_bf16_ids_plans_for_the_true_grid():
     # 512 rows x 2 columns: the rows (s = 8 against 64) are rescaled; bf16 ids round row 511 to 512. Rows below 256
     # are exact in bf16, so their tables must equal those of exact float32 ids: the same plan.
     model = tiny_flux()
-    x = flux_inputs(512, 2, t=0.9)
+    x = FLUX.inputs((512, 2), 0.9)
     tables = []
     with dype_rope.patch(model, base_grid=(64, 64)):
         h = model.pos_embed.register_forward_hook(lambda m, a, out: tables.append(out[0]))
@@ -81,13 +81,14 @@ def test_flux_with_bf16_ids_plans_for_the_true_grid():
 
 # -- batches whose samples carry different timesteps ----------------------------------------------------------
 
-# (builder, one-sample inputs at a size, name of the timestep argument, its value for t = 0.2 and 0.8)
+# (builder, one-sample inputs at a size, name of the timestep argument, its value for t = 0.2 and 0.8); the
+# one-sample inputs carry the time argument at t = 1, which batch_of replaces
 FAMILIES = {
-    "flux": (tiny_flux, lambda h, w: flux_inputs(h, w), "timestep", (0.2, 0.8)),
-    "lumina2": (tiny_lumina2, lambda h, w: lumina2_inputs(h, w), "timestep", (0.8, 0.2)),  # 0 = noise
-    "hidream": (tiny_hidream, lambda h, w: hidream_inputs(h, w), "timesteps", (200.0, 800.0)),
-    "qwen-image": (tiny_qwen_image, lambda h, w: qwen_inputs(h, w), "timestep", (0.2, 0.8)),
-    "wan": (tiny_wan, lambda h, w: wan_inputs(2, h, w), "timestep", (200.0, 800.0)),
+    "flux": (tiny_flux, lambda h, w: FLUX.inputs((h, w), 1.0), "timestep", (0.2, 0.8)),
+    "lumina2": (tiny_lumina2, lambda h, w: LUMINA2.inputs((h, w), 1.0), "timestep", (0.8, 0.2)),  # 0 = noise
+    "hidream": (tiny_hidream, lambda h, w: HIDREAM.inputs((h, w), 1.0), "timesteps", (200.0, 800.0)),
+    "qwen-image": (tiny_qwen_image, lambda h, w: QWEN_IMAGE.inputs((h, w), 1.0), "timestep", (0.2, 0.8)),
+    "wan": (tiny_wan, lambda h, w: WAN.inputs((2, h, w), 1.0), "timestep", (200.0, 800.0)),
 }
 
 
@@ -104,7 +105,7 @@ def test_mixed_times_at_or_below_the_base_grid_pass_through(family):
 def test_mixed_times_at_or_below_the_base_grid_pass_through_when_compiled():
     # compiled, the batch's times are never read on the host (as on CUDA): still a pass-through
     model = tiny_flux()
-    x = batch_of(flux_inputs(6, 8), (0.2, 0.8))
+    x = batch_of(FLUX.inputs((6, 8), 1.0), (0.2, 0.8))
     stock = run(model, x)
     torch._dynamo.reset()
     with dype_rope.patch(model, base_grid=BASE):
@@ -140,13 +141,13 @@ def test_mixed_times_above_the_base_grid_never_use_the_first_sample_when_compile
     # where the times cannot be read for free (compiled, as on CUDA), the rescaled tables become NaN: loud,
     # never the first sample's plan applied to all
     model = tiny_flux()
-    x = batch_of(flux_inputs(12, 16), (0.2, 0.8))
+    x = batch_of(FLUX.inputs((12, 16), 1.0), (0.2, 0.8))
     torch._dynamo.reset()
     with dype_rope.patch(model, base_grid=BASE):
         compiled = torch.compile(model, backend=torch._dynamo.testing.CompileCounter(), fullgraph=True)
         out = run(compiled, x)
         assert torch.isnan(out).all()
-        same = batch_of(flux_inputs(12, 16), (0.8, 0.8))
+        same = batch_of(FLUX.inputs((12, 16), 1.0), (0.8, 0.8))
         torch.testing.assert_close(run(compiled, same), run(model, same), rtol=1e-6, atol=1e-6)
 
 
@@ -156,7 +157,7 @@ def test_mixed_times_above_the_base_grid_never_use_the_first_sample_when_compile
 def test_qwen_image_img_shapes_with_one_tuple_per_sample(size):
     # QwenImageControlNetPipeline passes [(1, h, w)] * batch; stock reads the first sample's entry
     model = tiny_qwen_image()
-    x = qwen_inputs(*size, t=0.6, batch=2)
+    x = QWEN_IMAGE.inputs(size, 0.6, batch=2)
     per_sample_lists = x["img_shapes"]
     assert per_sample_lists == [[(1, *size)]] * 2
     tuples = {**x, "img_shapes": [(1, *size)] * 2}

@@ -15,20 +15,20 @@ import torch
 import torch._dynamo.testing
 
 import dype_rope
-from tiny_models import flux_inputs, tiny_flux
-from tiny_qwen_image import qwen_inputs, tiny_qwen_image
-from tiny_sd3 import sd3_inputs, tiny_sd3
-from tiny_video import tiny_wan, wan_inputs
+from families.flux import FLUX, tiny_flux
+from families.qwen_image import QWEN_IMAGE, tiny_qwen_image
+from families.sd3 import SD3, tiny_sd3
+from families.video import WAN, tiny_wan
 
 BASE = (8, 8)
 
 # (builder, inputs above the base grid, base grid): one family per way of installing a patch (a replaced
 # position module, a module swapped with its context-parallel hooks, an instance attribute on PatchEmbed)
 FAMILIES = {
-    "flux": (tiny_flux, lambda: flux_inputs(12, 16, t=0.7), BASE),
-    "qwen-image": (tiny_qwen_image, lambda: qwen_inputs(12, 16, t=0.7), BASE),
-    "wan": (tiny_wan, lambda: wan_inputs(2, 12, 16, timestep=700.0), BASE),
-    "sd3": (tiny_sd3, lambda: sd3_inputs(12, 10, timestep=700.0), BASE),  # within its stored 12 x 12 grid
+    "flux": (tiny_flux, lambda: FLUX.inputs((12, 16), 0.7), BASE),
+    "qwen-image": (tiny_qwen_image, lambda: QWEN_IMAGE.inputs((12, 16), 0.7), BASE),
+    "wan": (tiny_wan, lambda: WAN.inputs((2, 12, 16), 0.7), BASE),
+    "sd3": (tiny_sd3, lambda: SD3.inputs((12, 10), 0.7), BASE),  # within its stored 12 x 12 grid
 }
 
 
@@ -63,7 +63,7 @@ def test_a_dropped_model_is_freed_while_its_handle_is_dropped_first():
 
 
 def test_the_patch_lives_as_long_as_the_model_even_without_the_handle():
-    model, x = tiny_flux(), flux_inputs(12, 16, t=0.7)
+    model, x = tiny_flux(), FLUX.inputs((12, 16), 0.7)
     stock = run(model, x)
     dype_rope.patch(model, base_grid=BASE)
     gc.collect()
@@ -94,7 +94,7 @@ def test_ten_dropped_models_leave_no_live_model():
     for seed in range(10):
         model = tiny_flux(seed=seed)
         dype_rope.patch(model, base_grid=BASE)
-        run(model, flux_inputs(12, 16, t=0.5))
+        run(model, FLUX.inputs((12, 16), 0.5))
         refs.append(weakref.ref(model))
         del model
     gc.collect()
@@ -138,7 +138,7 @@ def test_pickling_a_patched_model_is_refused_with_what_to_do(family):
 # -- torch.compile wrappers ------------------------------------------------------------------------------------
 
 def test_patching_a_compiled_model_patches_its_original():
-    model, x = tiny_flux(), flux_inputs(12, 16, t=0.7)
+    model, x = tiny_flux(), FLUX.inputs((12, 16), 0.7)
     stock = run(model, x)
     counter = torch._dynamo.testing.CompileCounter()
     torch._dynamo.reset()

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import dype_rope
-from tiny_cogview4 import tiny_cogview4
-from tiny_models import flux_img_ids, flux_inputs, tiny_flux
-from tiny_qwen_image import tiny_qwen_image
+from families.cogview4 import tiny_cogview4
+from families.flux import FLUX, flux_img_ids, tiny_flux
+from families.qwen_image import tiny_qwen_image
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.md"
 BASE = (8, 8)
@@ -41,8 +41,7 @@ def patched(**kwargs):
 
 def mixed_batch():
     model = patched()
-    x = flux_inputs(12, 16, t=0.5, batch=2)
-    run(model, {**x, "timestep": torch.tensor([0.25, 0.75])})
+    run(model, FLUX.inputs_at((12, 16), torch.tensor([250.0, 750.0]), batch=2))  # sigmas 0.25 and 0.75
 
 
 def outside_forward():
@@ -73,7 +72,7 @@ TRIGGERS = {
     "... use_layer3d_rope=True (Qwen-Image-Layered) are not supported; run them unpatched":
         lambda: dype_rope.patch(tiny_qwen_image(use_layer3d_rope=True)),
     "the model was called without a timestep": lambda: dype_rope.diffusion_time(None),
-    "timestep must be a diffusion time in [0, 1]": lambda: run(patched(), flux_inputs(12, 16, t=1.5)),
+    "timestep must be a diffusion time in [0, 1]": lambda: run(patched(), FLUX.inputs((12, 16), 1.5)),
     "all samples of a batch must share one diffusion time where DyPE rescales": mixed_batch,
     "the DyPE position encoding of ... was called outside the model's forward": outside_forward,
     "copy.deepcopy of a model patched by dype_rope is not supported": lambda: copy.deepcopy(patched()),
