@@ -157,7 +157,7 @@ def test_t_follows_the_family_sampler(row, sampler, models):
 @every_family
 def test_compiles_into_one_graph_over_the_sampling_steps(row, models):
     model, grid = model_of(models, row), beyond(row)
-    timesteps, _ = row.samplers[0].steps()
+    timesteps = row.samplers[0].steps()[0][:10]  # t changes at every step: a recompilation on t shows at once
     stock_frames = 1
     if not row.fullgraph:  # the stock model breaks its graph itself: DyPE must add no graph and no recompilation
         torch._dynamo.reset()

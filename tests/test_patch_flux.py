@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import dype_rope
-from families.flux import CHROMA, FLUX, flux_img_ids, flux_inputs, tiny_chroma, tiny_flux
+from families.flux import CHROMA, FLUX, flux_inputs, tiny_chroma, tiny_flux
 from families.row import encoding_calls
 
 F64 = torch.float64

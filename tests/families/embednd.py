@@ -13,7 +13,6 @@ from torch import nn
 
 import dype_rope
 
-from .flux import FLUX_SCHEDULER
 from .row import Family, RopeLayout, Sampler, flow_match, matrix_pairs
 from .tiny import grid_ids
 

@@ -19,6 +19,3 @@ def grid_ids(rows: int, cols: int, lead: float = 0, tail: int = 0) -> torch.Tens
     c = torch.arange(cols).repeat(rows)
     return torch.stack([torch.full_like(r, lead), r, c] + [torch.zeros_like(r)] * tail, dim=-1)
 
-
-def noise(generator: torch.Generator, *shape: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=generator)
