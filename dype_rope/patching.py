@@ -132,7 +132,7 @@ def _refuse_triton_off_cuda(model: nn.Module) -> None:
         return
     raise ValueError(
         f"backend='triton' needs the model on a CUDA device, but its weights are on {param.device.type}: move it "
-        "first (model.to('cuda'), then patch) or use backend='torch' (or 'auto', which picks the kernels on CUDA)"
+        "first (model.to('cuda'), then patch) or use backend='torch' (or 'auto', which picks the kernels on CUDA once their GPU check has passed)"
     )
 
 

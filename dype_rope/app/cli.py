@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bfloat16 on cuda, else float32")
     gen.add_argument("--base-grid", type=_factor, default=None, help="training grid in tokens, N or ROWSxCOLS (default: the model's own)")
     gen.add_argument("--base-resolution", type=_factor, default=None, help="training size in pixels, N or HxW (default: the model's own)")
-    gen.add_argument("--backend", choices=("auto", "torch", "triton"), default="auto", help="RoPE backend: auto takes the fused Triton kernels on CUDA (default: auto)")
+    gen.add_argument("--backend", choices=("auto", "torch", "triton"), default="auto", help="RoPE backend: auto takes the fused Triton kernels on CUDA once their GPU check has passed (default: auto)")
     gen.add_argument("--compare", action="store_true", help="also render without DyPE and static, save a side-by-side grid")
     gen.add_argument("-o", "--output", default="dype.png", help="output PNG (default: %(default)s)")
     _add_schedule_options(gen)
