@@ -184,3 +184,27 @@ def test_a_model_not_sampled_as_flow_matching_is_refused(node_cls, flux):
     other.add_object_patch("model_sampling", Eps(other.model.model_config))
     with pytest.raises(NodeInputError, match="needs a flow-matching model_sampling"):
         node_cls.execute(model=other, method="yarn", base_resolution=0, dynamic=True)
+
+
+def test_lora_weight_patches_keep_working_under_dype(flux):
+    """A LoRA-style weight patch (ComfyUI's "diff" patch) applied before or after the DyPE node: at the base grid
+    the result is the LoRA model's, bit for bit; above it DyPE still acts on the LoRA model."""
+    from dype_rope.adapters.comfyui.node import dype_model
+
+    model = flux.patcher.get_model_object("diffusion_model")
+    key = "diffusion_model.img_in.weight"
+    diff = torch.randn(model.img_in.weight.shape, generator=torch.Generator().manual_seed(7)) * 0.05
+    lora = flux.patcher.clone()
+    assert lora.add_patches({key: (diff,)}, 1.0) == [key]
+    before_node = dype_model(lora, base_resolution=BASE[0] * 16)  # LoRA, then DyPE
+    after_node = flux.dype.clone()  # DyPE, then LoRA
+    after_node.add_patches({key: (diff,)}, 1.0)
+    stock = flux.sample(flux.patcher, *BASE)
+    with_lora = flux.sample(lora, *BASE)
+    assert not torch.equal(with_lora, stock)  # the patch really changes the model
+    assert torch.equal(flux.sample(before_node, *BASE), with_lora)
+    assert torch.equal(flux.sample(after_node, *BASE), with_lora)
+    large = flux.sample(before_node, 16, 12)
+    assert not torch.equal(large, flux.sample(lora, 16, 12))
+    assert torch.equal(flux.sample(after_node, 16, 12), large)
+    assert torch.equal(flux.sample(flux.patcher, *BASE), stock)  # and the shared model is unpatched again
