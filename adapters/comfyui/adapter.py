@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from dype_rope.config import DyPEConfig
 from dype_rope.rope import RopePlan, build_plan, check_axes_dims, freq_dtype
 
-from ..base import Adapter, CallHook, register_adapter, spans_on
+from ..base import Adapter, CallHook, qualified_name, register_adapter, spans_on
 from .call import CallState, ComfyCall
 from .embed import DyPEComfyEmbed
 from .families import FAMILIES, ComfyFamily
@@ -188,9 +188,9 @@ ADAPTERS: dict[str, type[ComfyAdapter]] = {family.name: _adapter_for(family) for
 
 def comfy_adapter_class(diffusion_model: nn.Module) -> type[ComfyAdapter]:
     """The adapter for a ComfyUI diffusion model, or a TypeError naming the families there are."""
-    names = {f"{c.__module__}.{c.__qualname__}" for c in type(diffusion_model).__mro__}
+    names = {qualified_name(c) for c in type(diffusion_model).__mro__}
     for family in FAMILIES:
         if names & set(family.classes):
             return ADAPTERS[family.name]
     known = ", ".join(sorted(c for f in FAMILIES for c in f.classes))
-    raise TypeError(f"DyPE has no ComfyUI adapter for {type(diffusion_model).__module__}.{type(diffusion_model).__name__}; supported: {known}")
+    raise TypeError(f"DyPE has no ComfyUI adapter for {qualified_name(type(diffusion_model))}; supported: {known}")
