@@ -14,7 +14,7 @@ noise, on the device as it is). What the model then embeds follows DyPE for that
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -48,7 +48,3 @@ FAMILIES: tuple[ComfyFamily, ...] = (
     ComfyFamily("krea2", ("comfy.ldm.krea2.model.SingleStreamDiT",), ("pe_embedder",), (1, 2), (64, 64),
                 patch_attr="patch", note="Krea 2 (1024 px)"),
 )
-
-
-def family_by_class() -> dict[str, ComfyFamily]:
-    return {cls: fam for fam in FAMILIES for cls in fam.classes}
