@@ -31,6 +31,8 @@ _BY_MODULE: dict[type, type["Adapter"]] = {}
 # Classes named "package.module.Class": matched without importing their package (ComfyUI's model classes,
 # whose import has side effects, are only ever matched when the user already imported them).
 _BY_NAME: dict[str, type["Adapter"]] = {}
+# Classes (qualified names) DyPE cannot rescale meaningfully, with the reason patch() gives (adapters/table.py).
+_REFUSED: dict[str, str] = {}
 
 
 def qualified_name(cls: type) -> str:
@@ -63,6 +65,14 @@ def register_adapter(
     return decorate
 
 
+def refuse_classes(names: Sequence[str], reason: str) -> None:
+    """patch() on a model of one of these classes (qualified names) raises TypeError(reason)."""
+    for name in names:
+        if not (isinstance(name, str) and "." in name):
+            raise TypeError(f"refused classes are 'package.module.Class' names, got {name!r}")
+        _REFUSED[name] = reason
+
+
 def registered_adapters() -> dict[str, list[str]]:
     """Adapter name -> the model classes registered for it (for docs and error messages)."""
     out: dict[str, list[str]] = {}
@@ -86,6 +96,9 @@ def find_adapter(model: nn.Module, module: nn.Module | None = None) -> type["Ada
             f"dype_rope has no adapter for position-encoding modules of type {type(module).__name__}; "
             "register one with @dype_rope.register_adapter(module_classes=[...])"
         )
+    refused = _REFUSED.get(qualified_name(type(model)))
+    if refused is not None:
+        raise TypeError(f"dype_rope does not patch {type(model).__name__}: {refused}")
     for cls in type(model).__mro__:
         if cls in _BY_CLASS:
             return _BY_CLASS[cls]
