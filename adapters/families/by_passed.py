@@ -1,4 +1,85 @@
 """Family rows over the mechanisms of models that receive their tables as a forward argument, or compute them
-from scaled coordinates (adapters/mechanisms/)."""
+from scaled coordinates (adapters/mechanisms/). docs/families_passed.md says what DyPE's scale means for each
+row and why the refused models are refused."""
 
 from __future__ import annotations
+
+from ..mechanisms.passed import PassedGridTables
+from ..table import Family, Time, refuse, register_family
+
+COGVIDEOX = "diffusers.models.transformers.cogvideox_transformer_3d.CogVideoXTransformer3DModel"
+
+
+def _cogvideox_refusal(config) -> str | None:
+    if not getattr(config, "use_rotary_positional_embeddings", False):
+        # CogVideoX-2b: absolute sin-cos position embeddings added to the tokens, no RoPE
+        return "this configuration has no RoPE (use_rotary_positional_embeddings=False: absolute sin-cos embeddings)"
+    if getattr(config, "patch_size_t", None) is None:
+        # CogVideoX 1.0 (5b): CogVideoXPipeline fits the latent grid into the sample_height x sample_width box
+        # (get_resize_crop_region_for_grid, grid_type="linspace"), so its positions are already interpolated,
+        # with centring offsets, at every size: see docs/families_passed.md
+        return (
+            "CogVideoX 1.0 (patch_size_t=None) is handed positions its pipeline already interpolates into the "
+            "training box (sample_height x sample_width, aspect kept, centred) at every resolution: a static "
+            "position interpolation that DyPE would stack its own on, not an extrapolated axis to schedule"
+        )
+    return None
+
+
+def _cogvideox_probe(model):
+    """CogVideoXPipeline's own tables (get_3d_rotary_pos_embed, grid_type="slice") of a 2 x 3 x 4 grid."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+    c = model.config
+    grid = (2, 3, 4)
+    device = next(model.parameters()).device
+    tables = get_3d_rotary_pos_embed(
+        embed_dim=c.attention_head_dim, crops_coords=None, grid_size=grid[1:], temporal_size=grid[0],
+        grid_type="slice", max_size=grid[1:], device=device,
+    )
+    return grid, tables
+
+
+register_family(
+    Family(
+        name="cogvideox",
+        classes=(COGVIDEOX,),
+        module="",  # no RoPE module: CogVideoXPipeline passes the tables as image_rotary_emb
+        mechanism=PassedGridTables(
+            argument="image_rotary_emb",
+            latent="hidden_states",
+            blocks="transformer_blocks",
+            latent_dims=(1, 3, 4),  # [batch, frames, channels, height, width]
+            patch=lambda c: (c.patch_size_t, c.patch_size, c.patch_size),
+            # get_3d_rotary_pos_embed's split: frames D/4, rows and columns 3D/8 each
+            axes_dims=lambda c: (c.attention_head_dim // 4, c.attention_head_dim // 8 * 3, c.attention_head_dim // 8 * 3),
+            theta=10000.0,
+            refusal=_cogvideox_refusal,
+            probe=_cogvideox_probe,
+        ),
+        # 768 x 1360 px at 16 px per token (VAE 8, patch 2): CogVideoX 1.5's training resolution (its model card).
+        # The pipeline's default size, sample_height x sample_width x 8, is the cap of its position table (the
+        # "slice" grid's max_size), not the training size.
+        base_grid=(48, 85),
+        pixels_per_token=16,
+        # CogVideoXPipeline passes the DDIM / DPM scheduler's integer timestep, 999 .. 0
+        time=Time(argument="timestep", divide_by=1000.0),
+        rescaled_axes=(1, 2),
+        title="CogVideoX 1.5",
+        note="tables passed by the pipeline (image_rotary_emb); rows and columns rescaled, frames plain",
+    )
+)
+
+refuse(
+    ("diffusers.models.transformers.hunyuan_transformer_2d.HunyuanDiT2DModel",),
+    "HunyuanDiTPipeline maps every resolution's latent grid into the same 32 x 32 position box "
+    "(get_resize_crop_region_for_grid with base_size 512 // 16, linspace positions): the model was trained on "
+    "such resolution-normalised positions, which never leave the trained range, so there is no extrapolation for "
+    "DyPE to schedule; a larger image only gets denser positions (see docs/families_passed.md)",
+)
+refuse(
+    ("diffusers.models.transformers.lumina_nextdit2d.LuminaNextDiT2DModel",),
+    "LuminaPipeline already rescales Lumina-Next's RoPE with the resolution and the diffusion time (its own "
+    "time-aware scaled RoPE: linear interpolation before scaling_watershed, NTK after, by the area ratio to the "
+    "training size), so DyPE would rescale the tables a second time; use the pipeline's scaling_watershed instead",
+)

@@ -103,9 +103,44 @@ def flow_match(config: dict, image_seq_len: int, steps: int = 28, mu: float | No
 # -- reading the tables -------------------------------------------------------------------------------------
 
 
+class TablesArgument(str):
+    """The `encoding` of a family handed its tables as an argument (CogVideoX's image_rotary_emb): the string
+    names the model's list of blocks, `argument` the tables' argument; a "call" of the encoding is a call of the
+    first block, its output the tables that block receives (recorded by a pre-hook registered last, so after any
+    hook of the patch)."""
+
+    argument: str
+
+    def __new__(cls, blocks: str, argument: str) -> "TablesArgument":
+        self = super().__new__(cls, blocks)
+        self.argument = argument
+        return self
+
+
+def _argument_calls(model: nn.Module, blocks: str, argument: str, run: Callable[[], Any]) -> list[tuple[tuple, Any]]:
+    import inspect
+
+    first = getattr(model, blocks)[0]
+    names = list(inspect.signature(first.forward).parameters)
+    calls = []
+
+    def record(module, args, kwargs):
+        calls.append(((), kwargs[argument] if argument in kwargs else args[names.index(argument)]))
+
+    hook = first.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        run()
+    finally:
+        hook.remove()
+    return calls
+
+
 def encoding_calls(model: nn.Module, name: str, run: Callable[[], Any]) -> list[tuple[tuple, Any]]:
     """(args, output) of every call of the model's encoding `name` during run(); a plain object (not a module)
-    is wrapped for the duration."""
+    is wrapped for the duration; tables handed to the model as an argument (TablesArgument) are read as the
+    forward receives them."""
+    if isinstance(name, TablesArgument):
+        return _argument_calls(model, str(name), name.argument, run)
     calls = []
     encoding = getattr(model, name)
     if isinstance(encoding, nn.Module):

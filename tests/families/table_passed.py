@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-ROWS: tuple = ()
+from .passed import COGVIDEOX
+
+ROWS: tuple = (COGVIDEOX,)
