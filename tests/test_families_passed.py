@@ -1,0 +1,102 @@
+"""What only the families handed their tables (adapters/mechanisms/passed.py) and the refused ones have: refusals
+with their reasons, tables that do not fit the latent, tables the row does not describe, mixed-time batches.
+The contract (tests/test_contract.py) runs every other check on their rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import dype_rope
+from families.passed import COGVIDEOX, cogvideox_tables, tiny_cogvideox
+from families.tiny import tiny
+
+
+def test_cogvideox_1_0_and_the_no_rope_configuration_are_refused_with_the_reason():
+    with pytest.raises(TypeError, match="CogVideoX 1.0 .* already interpolates"):
+        dype_rope.patch(tiny_cogvideox(patch_size_t=None))
+    with pytest.raises(TypeError, match="no RoPE"):
+        dype_rope.patch(tiny_cogvideox(use_rotary_positional_embeddings=False, use_learned_positional_embeddings=False))
+
+
+def test_hunyuan_dit_and_lumina_next_are_refused_with_the_reason():
+    hunyuan = tiny(
+        "HunyuanDiT2DModel",
+        dict(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+             cross_attention_dim=8, cross_attention_dim_t5=8, pooled_projection_dim=4, hidden_size=16,
+             text_len=4, text_len_t5=4),
+    )
+    with pytest.raises(TypeError, match="HunyuanDiT2DModel: .*32 x 32 position box"):
+        dype_rope.patch(hunyuan)
+    lumina = tiny(
+        "LuminaNextDiT2DModel",
+        dict(sample_size=8, patch_size=2, in_channels=4, hidden_size=16, num_layers=1, num_attention_heads=2,
+             num_kv_heads=1, multiple_of=16, ffn_dim_multiplier=None, norm_eps=1e-5, learn_sigma=False,
+             qk_norm=True, cross_attention_dim=8, scaling_factor=1.0),
+    )
+    with pytest.raises(TypeError, match="LuminaNextDiT2DModel: .*time-aware scaled RoPE"):
+        dype_rope.patch(lumina)
+
+
+def test_tables_that_do_not_fit_the_latent_are_refused():
+    model = tiny_cogvideox()
+    x = COGVIDEOX.inputs((2, 6, 7), 0.5)
+    x["image_rotary_emb"] = cogvideox_tables((2, 6, 6))  # the pipeline's tables of another grid
+    with dype_rope.patch(model, base_grid=COGVIDEOX.base):
+        with pytest.raises(ValueError, match=r"tables of shape \(72, 16\).*2 x 6 x 7 tokens"):
+            COGVIDEOX.run(model, x)
+        x["image_rotary_emb"] = None
+        with pytest.raises(ValueError, match="image_rotary_emb=NoneType"):
+            COGVIDEOX.run(model, x)
+
+
+def test_a_model_whose_pipeline_tables_the_row_does_not_describe_is_refused(monkeypatch):
+    """The install probe compares the pipeline function's tables with the row's layout: a theta 5% off fails."""
+    import diffusers.models.embeddings as embeddings
+
+    stock = embeddings.get_3d_rotary_pos_embed
+    monkeypatch.setattr(embeddings, "get_3d_rotary_pos_embed", lambda *a, **k: stock(*a, **{**k, "theta": 10500}))
+    with pytest.raises(TypeError, match="not interleaved RoPE with theta=10000.0"):
+        dype_rope.patch(tiny_cogvideox())
+
+
+def test_the_callers_tables_are_left_untouched():
+    model = tiny_cogvideox()
+    x = COGVIDEOX.inputs((2, 6, 7), 0.5)
+    before = [t.clone() for t in x["image_rotary_emb"]]
+    with dype_rope.patch(model, base_grid=COGVIDEOX.base):
+        COGVIDEOX.run(model, x)
+    assert all(torch.equal(a, b) for a, b in zip(before, x["image_rotary_emb"]))
+
+
+def test_mixed_time_batches_follow_the_one_plan_per_call_rule():
+    """The tables carry no batch dimension: below the base grid any batch passes bit for bit; above it a batch of
+    different times is refused (on host values), one of equal times is each sample run alone."""
+    model = tiny_cogvideox()
+    mixed = torch.tensor([900, 300])
+    below = COGVIDEOX.inputs((2, 3, 4), 0.5, batch=2)
+    below["timestep"] = mixed
+    stock = COGVIDEOX.run(model, below)
+    above = COGVIDEOX.inputs((2, 6, 7), 0.5, batch=2)
+    with dype_rope.patch(model, base_grid=COGVIDEOX.base):
+        assert torch.equal(COGVIDEOX.run(model, below), stock)
+        both = COGVIDEOX.run(model, above)
+        for i in range(2):
+            alone = {k: (v[i : i + 1] if torch.is_tensor(v) and k != "image_rotary_emb" else v) for k, v in above.items()}
+            torch.testing.assert_close(COGVIDEOX.run(model, alone), both[i : i + 1], rtol=1e-5, atol=1e-5)
+        above["timestep"] = mixed
+        with pytest.raises(ValueError, match="share one diffusion time"):
+            COGVIDEOX.run(model, above)
+
+
+def test_gradient_checkpointing_passes_the_tables_positionally_and_still_gets_dype():
+    model = tiny_cogvideox()
+    x = COGVIDEOX.inputs((2, 6, 7), 0.7)
+    with dype_rope.patch(model, base_grid=COGVIDEOX.base):
+        want = COGVIDEOX.run(model, x)
+        model.enable_gradient_checkpointing()
+        model.train()
+        got = COGVIDEOX.output(model(**x))
+    model.disable_gradient_checkpointing()
+    model.eval()
+    torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-5)
