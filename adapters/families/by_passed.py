@@ -4,6 +4,7 @@ row and why the refused models are refused."""
 
 from __future__ import annotations
 
+from ..mechanisms.axis_theta import AxisThetaGrid
 from ..mechanisms.passed import PassedGridTables
 from ..table import Family, Time, refuse, register_family
 
@@ -82,4 +83,40 @@ refuse(
     "LuminaPipeline already rescales Lumina-Next's RoPE with the resolution and the diffusion time (its own "
     "time-aware scaled RoPE: linear interpolation before scaling_watershed, NTK after, by the area ratio to the "
     "training size), so DyPE would rescale the tables a second time; use the pipeline's scaling_watershed instead",
+)
+
+
+def _cosmos_refusal(config) -> str | None:
+    if getattr(config, "extra_pos_embed_type", None) == "learnable":
+        # Cosmos 1.0 (Text2World / Video2World): EDMEulerScheduler's timesteps are c_noise = ln(sigma) / 4
+        return (
+            "Cosmos 1.0 (extra_pos_embed_type='learnable') is called with EDM's c_noise = ln(sigma) / 4 as its "
+            "timestep, not a diffusion time in [0, 1]; this row reads the time of Cosmos 2 / 2.5 "
+            "(sigma / (sigma + 1), or the flow sigma)"
+        )
+    return None
+
+
+register_family(
+    Family(
+        name="cosmos",
+        classes=("diffusers.models.transformers.transformer_cosmos.CosmosTransformer3DModel",),
+        module="rope",
+        mechanism=AxisThetaGrid(
+            axes_dims=lambda m: (m.dim_t, m.dim_h, m.dim_w),
+            # CosmosRotaryPosEmbed: 10000 * rope_scale ** (d / (d - 2)) per axis (its NTK factors)
+            thetas=lambda m: (10000.0 * m.t_ntk_factor, 10000.0 * m.h_ntk_factor, 10000.0 * m.w_ntk_factor),
+            patch=lambda m: m.patch_size,
+            refusal=_cosmos_refusal,
+        ),
+        # 704 x 1280 px at 16 px per token (VAE 8, patch 2): the default size of Cosmos2VideoToWorldPipeline and
+        # Cosmos2_5_PredictBasePipeline (Cosmos2TextToImagePipeline defaults to 768 x 1360: pass base_grid=(48, 85))
+        base_grid=(44, 80),
+        pixels_per_token=16,
+        # Cosmos 2 passes sigma / (sigma + 1) of its EDM sigmas, Cosmos 2.5 the flow sigma: both in [0, 1], 1 = noise
+        time=Time(argument="timestep", divide_by=1.0),
+        rescaled_axes=(1, 2),
+        title="Cosmos Predict 2 / 2.5",
+        note="per-axis NTK-scaled theta; rows and columns rescaled, frames plain",
+    )
 )

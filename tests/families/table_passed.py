@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .passed import COGVIDEOX
+from .passed import COGVIDEOX, COSMOS
 
-ROWS: tuple = (COGVIDEOX,)
+ROWS: tuple = (COGVIDEOX, COSMOS)
