@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import dype_rope
-from families.passed import COGVIDEOX, cogvideox_tables, tiny_cogvideox
+from families.passed import COGVIDEOX, COSMOS, cogvideox_tables, tiny_cogvideox, tiny_cosmos
 from families.tiny import tiny
 
 
@@ -100,3 +100,47 @@ def test_gradient_checkpointing_passes_the_tables_positionally_and_still_gets_dy
     model.disable_gradient_checkpointing()
     model.eval()
     torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_cosmos_1_0_is_refused_with_the_reason():
+    with pytest.raises(TypeError, match="Cosmos 1.0 .*c_noise"):
+        dype_rope.patch(tiny_cosmos(extra_pos_embed_type="learnable"))
+
+
+def test_a_cosmos_rope_module_of_another_layout_is_refused():
+    """The install probe calls the stock module: interleaved pairs instead of halves are not this row."""
+    from diffusers.models.transformers.transformer_cosmos import CosmosRotaryPosEmbed
+
+    class Interleaved(CosmosRotaryPosEmbed):
+        def forward(self, hidden_states, fps=None):
+            cos, sin = super().forward(hidden_states, fps)
+            d = cos.shape[-1] // 2
+            return (torch.stack([cos[:, :d], cos[:, d:]], -1).flatten(1), torch.stack([sin[:, :d], sin[:, d:]], -1).flatten(1))
+
+    model = tiny_cosmos()
+    c = model.config
+    model.rope = Interleaved(c.attention_head_dim, c.max_size, c.patch_size, rope_scale=c.rope_scale)
+    with pytest.raises(TypeError, match="in halves; this row does not describe the module"):
+        dype_rope.patch(model)
+
+
+def test_cosmos_per_frame_times_read_the_generated_frames_time():
+    """Cosmos 2.5's video2world passes [B, 1, F, 1, 1]: the first frames are conditioning at their own time, the
+    last is generated; the tables are those of a call at the generated frames' time."""
+    model = tiny_cosmos()
+    grid = (2, 6, 7)
+    per_frame = COSMOS.inputs(grid, 0.8)
+    per_frame["timestep"] = torch.tensor([0.1, 0.8]).view(1, 1, 2, 1, 1)
+    one = COSMOS.inputs(grid, 0.8)
+    with dype_rope.patch(model, base_grid=COSMOS.base):
+        _, seen = recorded_tables(model, per_frame)
+        _, want = recorded_tables(model, one)
+    assert all(torch.equal(a, b) for a, b in zip(seen, want))
+
+
+def recorded_tables(model, x):
+    from families.row import encoding_calls
+
+    out = []
+    calls = encoding_calls(model, "rope", lambda: out.append(COSMOS.run(model, x)))
+    return out[0], [t for _, o in calls for t in o]
