@@ -30,6 +30,24 @@ from .patching import PatchHandle, patch
 
 SHIFT_POLICIES = ("pinned", "linear")
 
+# Pipelines whose schedule does not depend on the image size: they never compute a mu (DDIM / DPM schedules, fixed
+# Karras or flow sigmas), so there is no resolution shift to pin. enable() patches their transformer and leaves
+# the scheduler as it is. Qualified class names, matched along the pipeline's MRO.
+UNSHIFTED_PIPELINES = {
+    "diffusers.pipelines.cogvideo.pipeline_cogvideox.CogVideoXPipeline",
+    "diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video.CogVideoXImageToVideoPipeline",
+    "diffusers.pipelines.cogvideo.pipeline_cogvideox_video2video.CogVideoXVideoToVideoPipeline",
+    "diffusers.pipelines.cogvideo.pipeline_cogvideox_fun_control.CogVideoXFunControlPipeline",
+    "diffusers.pipelines.cosmos.pipeline_cosmos2_text2image.Cosmos2TextToImagePipeline",
+    "diffusers.pipelines.cosmos.pipeline_cosmos2_video2world.Cosmos2VideoToWorldPipeline",
+    "diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict.Cosmos2_5_PredictBasePipeline",
+}
+
+
+def unshifted(pipe: Any) -> bool:
+    """Whether `pipe` is one of UNSHIFTED_PIPELINES (or a subclass of one)."""
+    return any(f"{c.__module__}.{c.__qualname__}" in UNSHIFTED_PIPELINES for c in type(pipe).__mro__)
+
 
 def linear_shift(image_seq_len: float, config: Any) -> float:
     """FLUX's resolution shift line (diffusers' calculate_shift), extrapolated past max_image_seq_len."""
@@ -70,8 +88,10 @@ def image_tokens(pipe: Any, height: int, width: int) -> int:
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive whole number of pixels, got {value!r}")
-    vae_factor = int(getattr(pipe, "vae_scale_factor", 8))
-    patch_px = int(getattr(getattr(pipe.transformer, "config", None), "patch_size", 1) or 1)
+    # video pipelines name the factor vae_scale_factor_spatial and their patch size (frames, rows, columns)
+    vae_factor = int(getattr(pipe, "vae_scale_factor", None) or getattr(pipe, "vae_scale_factor_spatial", 8))
+    patch = getattr(getattr(pipe.transformer, "config", None), "patch_size", 1) or 1
+    patch_px = int(patch[-1] if isinstance(patch, (tuple, list)) else patch)
     if hasattr(type(pipe), "_pack_latents"):
         patch_px = max(patch_px, 2)
     per_token = vae_factor * patch_px
@@ -117,7 +137,9 @@ def pin_shift(scheduler: Any, mu: float) -> Callable[[], None]:
 class PipelineHandle:
     """Undoes one enable(): `handle.remove()`, or use it as a context manager."""
 
-    def __init__(self, transformer: PatchHandle, mu: float, image_seq_len: int, undo_shift: Callable[[], None]) -> None:
+    def __init__(
+        self, transformer: PatchHandle, mu: float | None, image_seq_len: int, undo_shift: Callable[[], None]
+    ) -> None:
         self.transformer = transformer
         self.mu = mu
         self.image_seq_len = image_seq_len
@@ -145,7 +167,8 @@ class PipelineHandle:
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
-        return f"PipelineHandle(mu={self.mu:.4g}, image_seq_len={self.image_seq_len}, {self.transformer!r}, {state})"
+        mu = "none" if self.mu is None else f"{self.mu:.4g}"  # None: a pipeline without a resolution shift
+        return f"PipelineHandle(mu={mu}, image_seq_len={self.image_seq_len}, {self.transformer!r}, {state})"
 
 
 def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **patch_kwargs: Any) -> PipelineHandle:
@@ -161,8 +184,15 @@ def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None:
         raise TypeError(f"{type(pipe).__name__} has no scheduler")
-    _check_scheduler(scheduler)
     tokens = image_tokens(pipe, height, width)
+    if unshifted(pipe):
+        if shift != "pinned":
+            raise ValueError(
+                f"{type(pipe).__name__} has no resolution shift (its schedule does not depend on the image size); "
+                f"leave shift at its default instead of {shift!r}"
+            )
+        return PipelineHandle(patch(transformer, **patch_kwargs), None, tokens, lambda: None)
+    _check_scheduler(scheduler)
     mu = resolution_shift(shift, scheduler.config, tokens)
     handle = patch(transformer, **patch_kwargs)
     try:

@@ -144,3 +144,32 @@ def recorded_tables(model, x):
     out = []
     calls = encoding_calls(model, "rope", lambda: out.append(COSMOS.run(model, x)))
     return out[0], [t for _, o in calls for t in o]
+
+
+def test_enable_on_the_cogvideox_pipeline_patches_the_transformer_and_leaves_its_schedule_alone():
+    """CogVideoXPipeline has no resolution shift: enable() patches only; the pipeline builds its own tables, which
+    the model then follows DyPE on above the base grid and keeps as they are at it."""
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline
+
+    from families.passed import COGVIDEOX_SCHEDULER
+
+    scheduler = CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER)
+    config = scheduler._internal_dict
+    pipe = CogVideoXPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=tiny_cogvideox(), scheduler=scheduler)
+    emb = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(0))
+
+    def run(height, width):
+        g = torch.Generator().manual_seed(3)
+        return pipe(prompt_embeds=emb, height=height, width=width, num_frames=9, num_inference_steps=2,
+                    output_type="latent", guidance_scale=1.0, generator=g).frames
+
+    at, above = run(48, 64), run(96, 112)  # 3 x 4 tokens (the base grid below), 6 x 7
+    with pytest.raises(ValueError, match="no resolution shift"):
+        dype_rope.enable(pipe, 96, 112, shift="linear", base_grid=(3, 4))
+    handle = dype_rope.enable(pipe, 96, 112, base_grid=(3, 4))
+    assert handle.mu is None and handle.image_seq_len == 6 * 7 and "set_timesteps" not in vars(scheduler)
+    assert torch.equal(run(48, 64), at)
+    assert not torch.allclose(run(96, 112), above, atol=1e-4)
+    handle.remove()
+    assert scheduler._internal_dict is config and not dype_rope.is_patched(pipe.transformer)
+    assert torch.equal(run(96, 112), above)
