@@ -34,6 +34,7 @@ SHIFT_POLICIES = ("pinned", "linear")
 # Karras or flow sigmas), so there is no resolution shift to pin. enable() patches their transformer and leaves
 # the scheduler as it is. Qualified class names, matched along the pipeline's MRO.
 UNSHIFTED_PIPELINES = {
+    "diffusers.pipelines.allegro.pipeline_allegro.AllegroPipeline",
     "diffusers.pipelines.cogvideo.pipeline_cogvideox.CogVideoXPipeline",
     "diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video.CogVideoXImageToVideoPipeline",
     "diffusers.pipelines.cogvideo.pipeline_cogvideox_video2video.CogVideoXVideoToVideoPipeline",

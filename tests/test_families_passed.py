@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import dype_rope
-from families.passed import COGVIDEOX, COSMOS, cogvideox_tables, tiny_cogvideox, tiny_cosmos
+from families.passed import ALLEGRO, COGVIDEOX, COSMOS, cogvideox_tables, tiny_cogvideox, tiny_cosmos
 from families.tiny import tiny
 
 
@@ -173,3 +173,22 @@ def test_enable_on_the_cogvideox_pipeline_patches_the_transformer_and_leaves_its
     handle.remove()
     assert scheduler._internal_dict is config and not dype_rope.is_patched(pipe.transformer)
     assert torch.equal(run(96, 112), above)
+
+
+def test_allegro_yarn_counts_its_base_length_in_the_tables_position_units():
+    """Allegro's positions are token / interpolation_scale: YaRN's base length is the base grid in those units.
+    The contract's tiny grids leave YaRN's ramps saturated; 8 pairs per axis and a 16 x 20 base do not, so a base
+    length counted in tokens fails here."""
+    from families.passed import AxisTablesLayout, allegro_tables, tiny_allegro
+    from families.row import encoding_calls
+
+    model = tiny_allegro(attention_head_dim=48, cross_attention_dim=96)
+    layout = AxisTablesLayout(axes=(16, 16, 16), theta=10000.0, position_scales=(2.2, 2.0, 2.0))
+    grid, base = (1, 40, 44), (16, 20)
+    x = ALLEGRO.inputs(grid, 1.0)
+    x["image_rotary_emb"] = allegro_tables(grid, head_dim=48)
+    with dype_rope.patch(model, method="yarn", base_grid=base):
+        calls = encoding_calls(model, ALLEGRO.encoding, lambda: ALLEGRO.run(model, x))
+    got, want = layout.seen(calls), layout.expected(calls, grid, base, 1.0, "per-axis", None, method="yarn")
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=2e-7)

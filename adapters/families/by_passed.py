@@ -5,7 +5,7 @@ row and why the refused models are refused."""
 from __future__ import annotations
 
 from ..mechanisms.axis_theta import AxisThetaGrid
-from ..mechanisms.passed import PassedGridTables
+from ..mechanisms.passed import PassedAxisTables, PassedGridTables
 from ..table import Family, Time, refuse, register_family
 
 COGVIDEOX = "diffusers.models.transformers.cogvideox_transformer_3d.CogVideoXTransformer3DModel"
@@ -68,6 +68,51 @@ register_family(
         rescaled_axes=(1, 2),
         title="CogVideoX 1.5",
         note="tables passed by the pipeline (image_rotary_emb); rows and columns rescaled, frames plain",
+    )
+)
+
+
+def _allegro_probe(model):
+    """AllegroPipeline's own tables (get_3d_rotary_pos_embed_allegro with the model's interpolation scales) of a
+    2 x 3 x 4 grid."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed_allegro
+
+    c = model.config
+    grid = (2, 3, 4)
+    out = get_3d_rotary_pos_embed_allegro(
+        embed_dim=c.attention_head_dim, crops_coords=((0, 0), grid[1:]), grid_size=grid[1:], temporal_size=grid[0],
+        interpolation_scale=(c.interpolation_scale_t, c.interpolation_scale_h, c.interpolation_scale_w),
+        device=next(model.parameters()).device,
+    )
+    return grid, (out[:3], out[3:])
+
+
+register_family(
+    Family(
+        name="allegro",
+        classes=("diffusers.models.transformers.transformer_allegro.AllegroTransformer3DModel",),
+        module="",  # no RoPE module: AllegroPipeline passes the tables as image_rotary_emb
+        mechanism=PassedAxisTables(
+            argument="image_rotary_emb",
+            latent="hidden_states",
+            blocks="transformer_blocks",
+            latent_dims=(2, 3, 4),  # [batch, channels, frames, height, width]
+            patch=lambda c: (c.patch_size_t, c.patch_size, c.patch_size),
+            # get_3d_rotary_pos_embed_allegro: a third of the head per axis
+            axes_dims=lambda c: (c.attention_head_dim // 3,) * 3,
+            theta=10000.0,
+            probe=_allegro_probe,
+            position_scale=lambda c: (c.interpolation_scale_t, c.interpolation_scale_h, c.interpolation_scale_w),
+        ),
+        # 720 x 1280 px at 16 px per token (VAE 8, patch 2): AllegroPipeline's default size, sample_height x
+        # sample_width latent pixels (90 x 160) times the VAE factor
+        base_grid=(45, 80),
+        pixels_per_token=16,
+        # AllegroPipeline passes the scheduler's timestep, 999 .. 0
+        time=Time(argument="timestep", divide_by=1000.0),
+        rescaled_axes=(1, 2),
+        title="Allegro",
+        note="per-axis tables passed by the pipeline, positions divided by interpolation_scale; rows and columns rescaled",
     )
 )
 

@@ -75,8 +75,7 @@ class PassedGridTables:
         read_latent = _reader(model.forward, self.latent)
         read_tables = _reader(type(blocks[0]).forward, self.argument, bound=False)
         time = adapter.family.time
-        base_lens = adapter.axis_base_lens(3)
-        head_dim = sum(axes_dims)
+        base_lens = self._base_lens(adapter, config)
         capture = adapter.capture(time.argument)
         # This call's tables after DyPE, made by the first block and reused by the others: per patch and per
         # thread, emptied when the call ends.
@@ -93,30 +92,15 @@ class PassedGridTables:
             step = adapter.step
             if step.timestep is None or step.grid is None:
                 raise adapter.outside_forward()
-            if not (isinstance(tables, (tuple, list)) and len(tables) == 2 and all(map(torch.is_tensor, tables))):
-                raise ValueError(
-                    f"{owner} was called with {self.argument}={type(tables).__name__}; DyPE rescales the (cos, sin) "
-                    "tables its pipeline passes: build them as the pipeline does"
-                )
             grid = step.grid
-            cos, sin = tables
-            want = (grid[0] * grid[1] * grid[2], head_dim)
-            if tuple(cos.shape) != want or sin.shape != cos.shape:
-                raise ValueError(
-                    f"{self.argument} holds tables of shape {tuple(cos.shape)} / {tuple(sin.shape)}, but a latent "
-                    f"of {grid[0]} x {grid[1]} x {grid[2]} tokens and heads of {head_dim} channels need {want}"
-                )
-            device = cos.device
+            device = self._check_tables(tables, grid, axes_dims, owner)
             dtype = freq_dtype(device)
             t = diffusion_time(step.timestep, divide_by=time.divide_by, reverse=time.reverse, dtype=dtype,
                                device=device)
             plain = plain_plan(axes_dims, self.theta, device, dtype)
             plan = adapter.plan_step(t, spans_on(grid, dtype, device), axes_dims, self.theta, base_lens)
-            new_cos, new_sin = grid_tables(grid, plan, axes_dims)
-            moved = (plan.inv_freq != plain.inv_freq) | (plan.mscale != 1)  # pairs DyPE moves in this call
-            stretched = moved.repeat_interleave(2)  # [D], interleaved
-            new = (torch.where(stretched, new_cos.to(cos.dtype), cos), torch.where(stretched, new_sin.to(sin.dtype), sin))
-            return type(tables)(new)
+            moved = (plan.inv_freq != plain.inv_freq) | (plan.mscale != 1)  # [D/2]: pairs DyPE moves in this call
+            return self._rescaled(tables, grid, plan, moved, axes_dims, config)
 
         def block_pre(module, args, kwargs):
             if getattr(made, "tables", None) is None:
@@ -132,6 +116,33 @@ class PassedGridTables:
         for block in blocks:
             handle = block.register_forward_pre_hook(CallHook(block_pre), with_kwargs=True)
             adapter.on_remove(handle.remove)
+
+    def _base_lens(self, adapter, config) -> tuple[float, ...]:
+        """YaRN's base length of every axis, in the units of the tables' positions (tokens here)."""
+        return adapter.axis_base_lens(3)
+
+    def _check_tables(self, tables, grid, axes_dims, owner: str) -> torch.device:
+        """Refuse tables that are not (cos, sin) [F * H * W, D] of this latent; their device otherwise."""
+        if not (isinstance(tables, (tuple, list)) and len(tables) == 2 and all(map(torch.is_tensor, tables))):
+            raise ValueError(
+                f"{owner} was called with {self.argument}={type(tables).__name__}; DyPE rescales the (cos, sin) "
+                "tables its pipeline passes: build them as the pipeline does"
+            )
+        cos, sin = tables
+        want = (grid[0] * grid[1] * grid[2], sum(axes_dims))
+        if tuple(cos.shape) != want or sin.shape != cos.shape:
+            raise ValueError(
+                f"{self.argument} holds tables of shape {tuple(cos.shape)} / {tuple(sin.shape)}, but a latent "
+                f"of {grid[0]} x {grid[1]} x {grid[2]} tokens and heads of {want[1]} channels need {want}"
+            )
+        return cos.device
+
+    def _rescaled(self, tables, grid, plan, moved: Tensor, axes_dims, config):
+        """The tables with DyPE's numbers on the moved pairs (interleaved channels), the caller's elsewhere."""
+        cos, sin = tables
+        new_cos, new_sin = grid_tables(grid, plan, axes_dims)
+        mask = moved.repeat_interleave(2)  # [D]
+        return type(tables)((torch.where(mask, new_cos.to(cos.dtype), cos), torch.where(mask, new_sin.to(sin.dtype), sin)))
 
     def _check_probe(self, model, owner: str, axes_dims: Sequence[int]) -> None:
         """The pipeline's own tables of a small grid must be plain RoPE on this row's layout."""
@@ -174,3 +185,69 @@ def _replaced(args: tuple, kwargs: dict, reader, value) -> tuple[tuple, dict]:
         return args, {**kwargs, reader.name: value}
     return (*args[: reader.index], value, *args[reader.index + 1:]), kwargs
 
+
+
+@dataclass(frozen=True)
+class PassedAxisTables(PassedGridTables):
+    """Allegro's format: argument = ((cos, sin) of frames, of rows, of columns), (position ids of every token per
+    axis). Each axis' tables [n_a, d_a] hold positions 0 .. n_a - 1 divided by the model's `position_scale(config)`
+    (its interpolation_scale_t / h / w), pairs in halves (channel j and j + d_a/2); the ids index them.
+
+    Plain RoPE over positions p / c: DyPE's schedule applies with its base length in those units, L / c."""
+
+    position_scale: Callable[[Any], Sequence[float]] = lambda config: (1.0, 1.0, 1.0)
+
+    def _base_lens(self, adapter, config) -> tuple[float, ...]:
+        return tuple(b / float(c) for b, c in zip(adapter.axis_base_lens(3), self.position_scale(config)))
+
+    def _check_tables(self, tables, grid, axes_dims, owner: str) -> torch.device:
+        try:
+            (axis_tables, ids) = tables
+            shapes = [(tuple(c.shape), tuple(s.shape)) for c, s in axis_tables]
+        except (TypeError, ValueError, AttributeError):
+            raise ValueError(
+                f"{owner} was called with {self.argument} not of the form ((cos, sin) per axis, position ids); "
+                "build it as the pipeline does"
+            ) from None
+        want = [((n, d), (n, d)) for n, d in zip(grid, axes_dims)]
+        if shapes != want:
+            raise ValueError(
+                f"{self.argument} holds per-axis tables of shapes {shapes}, but a latent of {grid[0]} x {grid[1]} x "
+                f"{grid[2]} tokens and axes of {list(axes_dims)} channels need {want}"
+            )
+        return axis_tables[0][0].device
+
+    def _rescaled(self, tables, grid, plan, moved: Tensor, axes_dims, config):
+        axis_tables, ids = tables
+        scales = tuple(float(c) for c in self.position_scale(config))  # host floats from the model's config
+        out, start = [], 0
+        for a, ((cos, sin), n, d) in enumerate(zip(axis_tables, grid, axes_dims)):
+            pairs = slice(start, start + d // 2)
+            start += d // 2
+            # the pipeline's positions: float32 linspace 0 .. n - 1 divided by the scale in float32
+            pos = torch.arange(n, dtype=torch.float32, device=cos.device) / scales[a]
+            angles = pos.to(plan.inv_freq.dtype).unsqueeze(-1) * plan.inv_freq[pairs]
+            m = plan.mscale[pairs]
+            new_cos, new_sin = (torch.cat([x * m, x * m], dim=-1) for x in (angles.cos(), angles.sin()))
+            mask = torch.cat([moved[pairs], moved[pairs]])  # [d]: pair j at channels j and j + d/2
+            out.append((torch.where(mask, new_cos.to(cos.dtype), cos), torch.where(mask, new_sin.to(sin.dtype), sin)))
+        return (tuple(out), ids)
+
+    def _check_probe(self, model, owner: str, axes_dims: Sequence[int]) -> None:
+        if self.probe is None:
+            return
+        grid, (axis_tables, _) = self.probe(model)
+        scales = tuple(float(c) for c in self.position_scale(model.config))
+        ok = len(axis_tables) == 3
+        for a, ((cos, sin), n, d) in enumerate(zip(axis_tables, grid, axes_dims)):
+            plain = plain_plan((d,), self.theta, device=cos.device)
+            angles = (torch.arange(n, dtype=torch.float64, device=cos.device) / scales[a]).unsqueeze(-1) * plain.inv_freq
+            want = torch.cat([angles.cos(), angles.cos()], -1), torch.cat([angles.sin(), angles.sin()], -1)
+            ok = ok and cos.shape == want[0].shape and all(
+                torch.allclose(x.double(), w, atol=1e-6) for x, w in zip((cos, sin), want)
+            )
+        if not ok:
+            raise TypeError(
+                f"the tables {owner}'s pipeline builds are not per-axis RoPE with theta={self.theta}, axes_dims="
+                f"{list(axes_dims)} and positions divided by {scales}, in halves; this row does not describe the model"
+            )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from .row import Family, RopeLayout, Sampler, TablesArgument, interleaved
+from reference_dype import axis_ratios, rope_pairs
+
 from .tiny import tiny
 from .video import video_positions
 
@@ -217,6 +219,121 @@ COSMOS = Family(
     default_base=(44, 80),
     samplers=(Sampler("cosmos2.5-unipc-flow", _cosmos_steps),),
     direct_call=lambda: (torch.zeros(1, 4, 2, 4, 4),),
+    output=lambda out: out[0],
+    lead=(2,),
+)
+
+
+# -- Allegro (adapters/mechanisms/passed.py, PassedAxisTables) ---------------------------------------------------
+
+# Allegro's structure, tiny: head dim 18, a third (6 channels, 3 pairs) per axis; its interpolation scales kept.
+TINY_ALLEGRO = dict(
+    num_attention_heads=2,
+    attention_head_dim=18,
+    in_channels=4,
+    out_channels=4,
+    num_layers=1,
+    cross_attention_dim=36,
+    sample_height=8,
+    sample_width=8,
+    sample_frames=8,
+    caption_channels=8,
+    interpolation_scale_t=2.2,
+    interpolation_scale_h=2.0,
+    interpolation_scale_w=2.0,
+)
+ALLEGRO_SCALES = (2.2, 2.0, 2.0)
+
+
+def tiny_allegro(seed: int = 0, **overrides):
+    return tiny("AllegroTransformer3DModel", TINY_ALLEGRO, seed, **overrides)
+
+
+def allegro_tables(grid, scales=ALLEGRO_SCALES, head_dim=TINY_ALLEGRO["attention_head_dim"]):
+    """AllegroPipeline._prepare_rotary_positional_embeddings, step by step as the pipeline takes them."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed_allegro
+
+    frames, rows, cols = grid
+    freqs_t, freqs_h, freqs_w, grid_t, grid_h, grid_w = get_3d_rotary_pos_embed_allegro(
+        embed_dim=head_dim, crops_coords=((0, 0), (rows, cols)), grid_size=(rows, cols), temporal_size=frames,
+        interpolation_scale=scales,
+    )
+    pos = torch.cartesian_prod(grid_t.long(), grid_h.long(), grid_w.long())
+    pos = pos.reshape(-1, 3).transpose(0, 1).reshape(3, 1, -1).contiguous()
+    return (freqs_t, freqs_h, freqs_w), tuple(pos)
+
+
+def allegro_inputs(grid, batch=1, cond=None, seed=1):
+    """A latent [B, C, frames, H, W] of `grid` tokens (1 x 2 x 2 patches) and the pipeline's tables for it."""
+    g = torch.Generator().manual_seed(seed)
+    frames, rows, cols = grid
+    c = TINY_ALLEGRO
+    return dict(
+        hidden_states=torch.randn(batch, c["in_channels"], frames, 2 * rows, 2 * cols, generator=g),
+        encoder_hidden_states=torch.randn(batch, 3, c["caption_channels"], generator=g),
+        image_rotary_emb=allegro_tables(grid),
+        return_dict=False,
+    )
+
+
+@dataclass(frozen=True)
+class AxisTablesLayout:
+    """Allegro's tables: per axis (cos, sin) [n_a, d_a] in halves at positions j / c_a. The reference of axis a is
+    the schedule at those positions, its base length in the same units (base tokens / c_a); the scale is in tokens."""
+
+    axes: tuple[int, ...]
+    theta: float
+    position_scales: tuple[float, ...]
+    dtype: torch.dtype = torch.float32
+    tol: float = 2e-7
+
+    def seen(self, calls):
+        return [pair for _, out in calls for table in out[0] for pair in half_pairs(table)]
+
+    def expected(self, calls, grid, base, t, aspect, cond, **schedule):
+        rescaled = (1, 2) if len(base) == 2 else (0, 1, 2)
+        tokens, base_tokens = [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]
+        for axis, n, b in zip(rescaled, grid[-len(base):], base):
+            tokens[axis], base_tokens[axis] = n, b
+        scales = axis_ratios(tokens, base_tokens, rescaled, aspect, spatial=(1, 2))
+        base_lens = [b / c for b, c in zip(base_tokens, self.position_scales)]
+        out = []
+        for _ in calls:
+            for a, (n, c) in enumerate(zip(grid, self.position_scales)):
+                pos = torch.zeros(n, 3, dtype=torch.float64)
+                pos[:, a] = (torch.arange(n, dtype=torch.float32) / c).double()  # the pipeline's float32 positions
+                cos, sin = rope_pairs(pos, self.axes, self.theta, scales, t, base_lens, **schedule)
+                start = sum(self.axes[:a]) // 2
+                block = slice(start, start + self.axes[a] // 2)
+                out.append(torch.stack([cos[:, block], sin[:, block]], -1))
+        return out
+
+
+def _allegro_steps(steps: int = 25):
+    """25 steps (AllegroPipeline defaults to 100: the same range, fewer calls) of an Euler-ancestral DDPM schedule; the
+    pipeline passes the scheduler's timestep,
+    so t = timestep / 1000."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    scheduler = EulerAncestralDiscreteScheduler()
+    scheduler.set_timesteps(steps)
+    return scheduler.timesteps, scheduler.timesteps.double() / 1000
+
+
+ALLEGRO = Family(
+    name="allegro",
+    adapter="allegro",
+    build=tiny_allegro,
+    make_inputs=allegro_inputs,
+    time_arg="timestep",
+    pipeline_time=lambda ts: ts,
+    encoding=TablesArgument("transformer_blocks", "image_rotary_emb"),
+    layout=AxisTablesLayout(axes=(6, 6, 6), theta=10000.0, position_scales=ALLEGRO_SCALES),
+    base=(3, 4),
+    below=(((2, 3, 4), (3, 4)), ((1, 2, 3), (3, 4)), ((2, 5, 5), (5, 5))),
+    above=(2, 6, 7),
+    default_base=(45, 80),
+    samplers=(Sampler("euler-ancestral", _allegro_steps),),
     output=lambda out: out[0],
     lead=(2,),
 )

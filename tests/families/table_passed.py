@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .passed import COGVIDEOX, COSMOS
+from .passed import ALLEGRO, COGVIDEOX, COSMOS
 
-ROWS: tuple = (COGVIDEOX, COSMOS)
+ROWS: tuple = (COGVIDEOX, COSMOS, ALLEGRO)
