@@ -89,17 +89,29 @@ def test_mixed_time_batches_follow_the_one_plan_per_call_rule():
             COGVIDEOX.run(model, above)
 
 
-def test_gradient_checkpointing_passes_the_tables_positionally_and_still_gets_dype():
-    model = tiny_cogvideox()
-    x = COGVIDEOX.inputs((2, 6, 7), 0.7)
-    with dype_rope.patch(model, base_grid=COGVIDEOX.base):
-        want = COGVIDEOX.run(model, x)
+@pytest.mark.parametrize("row", [COGVIDEOX, ALLEGRO], ids=lambda r: r.name)
+def test_gradient_checkpointing_passes_the_tables_positionally_and_still_gets_dype(row):
+    model = row.build()
+    x = row.inputs((2, 6, 7), 0.7)
+    stock = row.run(model, x)
+    with dype_rope.patch(model, base_grid=row.base):
+        want = row.run(model, x)
         model.enable_gradient_checkpointing()
         model.train()
-        got = COGVIDEOX.output(model(**x))
-    model.disable_gradient_checkpointing()
-    model.eval()
+        got = row.output(model(**x))
+    assert not torch.allclose(want, stock, atol=1e-4)  # DyPE is active at this grid
     torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_allegro_tables_that_do_not_fit_the_latent_are_refused():
+    from families.passed import allegro_tables
+
+    model = ALLEGRO.build()
+    x = ALLEGRO.inputs((2, 6, 7), 0.5)
+    x["image_rotary_emb"] = allegro_tables((2, 6, 6))
+    with dype_rope.patch(model, base_grid=ALLEGRO.base):
+        with pytest.raises(ValueError, match=r"per-axis tables of shapes .*2 x 6 x 7 tokens"):
+            ALLEGRO.run(model, x)
 
 
 def test_cosmos_1_0_is_refused_with_the_reason():
