@@ -1,5 +1,6 @@
-"""Mechanism for models handed their RoPE tables: the pipeline builds (cos, sin) and passes them to the
-transformer's forward as an argument (CogVideoX's `image_rotary_emb`).
+"""Mechanism for models handed their RoPE tables: the pipeline builds them and passes them to the transformer's
+forward as an argument (`image_rotary_emb`): CogVideoX's (cos, sin) of every token (:class:`PassedGridTables`),
+Allegro's (cos, sin) per axis looked up by position ids (:class:`PassedAxisTables`).
 
 There is no position-encoding module to replace. Instead a forward pre-hook on each transformer block takes the
 tables the model passes it (those its caller passed) and returns the block's arguments with those tables followed
@@ -32,7 +33,7 @@ from dype_rope.timestep import diffusion_time
 from ..base import CallHook, spans_on
 from ..video import grid_tables
 
-# A probe: model -> (grid (frames, rows, columns), the pipeline's own (cos, sin) for that grid), or None.
+# A probe: model -> (grid (frames, rows, columns), the pipeline's own tables for that grid, in the row's format).
 Probe = Callable[[Any], Optional[tuple[tuple[int, int, int], tuple[Tensor, Tensor]]]]
 
 
