@@ -126,8 +126,8 @@ refuse(
 refuse(
     ("diffusers.models.transformers.lumina_nextdit2d.LuminaNextDiT2DModel",),
     "LuminaPipeline already rescales Lumina-Next's RoPE with the resolution and the diffusion time (its own "
-    "time-aware scaled RoPE: linear interpolation before scaling_watershed, NTK after, by the area ratio to the "
-    "training size), so DyPE would rescale the tables a second time; use the pipeline's scaling_watershed instead",
+    "time-aware scaled RoPE: linear interpolation before scaling_watershed, NTK after, by sqrt(area / training "
+    "area)), so DyPE would rescale the tables a second time; use the pipeline's scaling_watershed instead",
 )
 
 
