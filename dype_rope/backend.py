@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 _BY_TYPE: dict[type, Any] = {}
 _SHIMS: dict[str, Any] = {}  # one instance per library, so that `namespace(a) is namespace(b)` means one library
@@ -87,6 +87,18 @@ def broadcast_shapes(*shapes: Sequence[int]) -> tuple:
             raise ValueError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
         out.append(size)
     return tuple(out)
+
+
+def quiet_infinities(xp, fn: Callable[[], Any]) -> Any:
+    """fn(), with a division by zero giving inf quietly, as torch, JAX and MLX do: numpy (and array-api-strict,
+    built on it) would warn where a schedule divides by a threshold of 0 on purpose (t = 0). Other libraries
+    call fn() as it is: no context manager reaches torch.compile's trace (it would break the graph)."""
+    if not isinstance(xp, (_Torch, _MLX)) and xp.__name__.split(".")[0] in ("numpy", "array_api_compat", "array_api_strict"):
+        import numpy
+
+        with numpy.errstate(divide="ignore"):
+            return fn()
+    return fn()
 
 
 def index_dtype(xp, float_dtype) -> Any:

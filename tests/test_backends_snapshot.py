@@ -67,3 +67,21 @@ def test_plans_and_tables_unchanged(dname):
     cos, sin = rope_tables(snap.positions(torch.float64), plan, "interleaved")
     same(cos, f"batched/{dname}/cos")
     same(sin, f"batched/{dname}/sin")
+
+
+def test_compiled_plan_and_tables_stay_one_graph_without_warnings():
+    """The namespace lookup resolves to a constant under torch.compile: no graph break, no warning."""
+    import warnings
+
+    import torch._dynamo
+
+    def step(scales, t, pos):
+        return rope_tables(pos, build_plan(snap.PLAN_AXES, 10000.0, scales, t, DyPEConfig(), snap.PLAN_BASE))
+
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explained = torch._dynamo.explain(step)(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64),
+                                                torch.tensor(0.3, dtype=torch.float64), snap.positions())
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    assert [str(w.message) for w in caught] == []

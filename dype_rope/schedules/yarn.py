@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from ..backend import broadcast_shapes, device, namespace
+from ..backend import broadcast_shapes, device, quiet_infinities, namespace
 from ._common import kappa, ntk_exponent, plain_inv_freq
 
 
@@ -34,7 +34,7 @@ def yarn_ramp(dim: int, theta: float, base_len: float, high_rot, low_rot):
 
     def index_of(rho):
         # rho = 0 (t = 0) gives +inf, which the clamp below turns into dim/2: no NaN on the way.
-        return dim * xp.log(base_len / (2 * math.pi * rho)) / (2 * math.log(theta))
+        return quiet_infinities(xp, lambda: dim * xp.log(base_len / (2 * math.pi * rho)) / (2 * math.log(theta)))
 
     low = xp.clip(xp.floor(index_of(high_rot)), 0, half)
     high = xp.clip(xp.ceil(index_of(low_rot)), 0, half)
