@@ -216,3 +216,55 @@ def test_mixed_libraries_are_refused():
     plan = build_plan(AXES, 10000.0, np.array([1.0, 2.0, 2.0]), 0.5, DyPEConfig(), BASE)
     with pytest.raises(TypeError, match="pass both from one library"):
         rope_tables(torch.zeros(4, 3), plan)
+
+
+# -- user schedules -------------------------------------------------------------------------------------------
+
+def half_pi(dim, theta, base_len, scale, t, cfg):
+    """docs/backends.md's example: Dy-PI at half strength, written over the array API."""
+    from dype_rope.backend import broadcast_shapes, device
+    from dype_rope.schedules import kappa, plain_inv_freq
+
+    xp = namespace(scale)
+    plain = plain_inv_freq(dim, theta, scale)
+    factor = xp.clip(scale ** (0.5 * kappa(t, cfg.lambda_s, cfg.lambda_t)), min=1.0)
+    inv_freq = xp.where(scale[..., None] > 1, plain / factor[..., None], plain)
+    batch = broadcast_shapes(scale.shape, t.shape)
+    ones = xp.ones(batch, dtype=scale.dtype, device=device(scale))
+    return xp.broadcast_to(inv_freq, (*batch, dim // 2)), ones
+
+
+@pytest.fixture
+def registered_half_pi():
+    from dype_rope import register_schedule
+
+    register_schedule("half-pi-for-test", half_pi)
+    yield "half-pi-for-test"
+    SCHEDULES.pop("half-pi-for-test")
+
+
+@backends
+def test_array_api_user_schedule_runs_on_every_library(bk, registered_half_pi):
+    cfg = DyPEConfig(method=registered_half_pi, lambda_s=2.0, lambda_t=1.0)
+    plan = build_plan((8, 12), 100.0, bk.array([0.5, 4.0]), bk.array(0.5), cfg, (1.0, 16.0))
+    plain = [100.0 ** (-2.0 * j / d) for d in (8, 12) for j in range(d // 2)]
+    expected = np.asarray(plain) / np.asarray([1.0] * 4 + [4.0 ** (0.5 * 2.0 * 0.5)] * 6)
+    np.testing.assert_allclose(bk.numpy(plan.inv_freq), expected, rtol=max(1e-14, bk.rtol), atol=0)
+
+
+def test_torch_written_user_schedule_keeps_working_on_torch():
+    from dype_rope import register_schedule
+
+    def torch_half(dim, theta, base_len, scale, t, cfg):
+        plain = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=scale.dtype) / dim))
+        inv = torch.where(scale.unsqueeze(-1) > 1, plain / torch.clamp_min(scale, 1.0).sqrt().unsqueeze(-1), plain)
+        return inv, torch.ones_like(scale)
+
+    register_schedule("torch-half-for-test", torch_half)
+    try:
+        plan = build_plan((4, 6), 100.0, torch.tensor([1.0, 4.0], dtype=F64), torch.tensor(0.5, dtype=F64),
+                          DyPEConfig(method="torch-half-for-test"))
+    finally:
+        SCHEDULES.pop("torch-half-for-test")
+    expected = np.asarray([100.0 ** (-2.0 * j / d) for d in (4, 6) for j in range(d // 2)]) / ([1.0] * 2 + [2.0] * 3)
+    np.testing.assert_allclose(plan.inv_freq.numpy(), expected, rtol=1e-15, atol=0)
