@@ -23,7 +23,7 @@ require("mflux")
 
 import dype_rope  # noqa: E402
 from dype_rope import DyPEConfig, build_plan  # noqa: E402
-from dype_rope.rope_formats import rotation_matrices  # noqa: E402
+from dype_rope.rope_formats import rope_angles, rotation_matrices  # noqa: E402
 from mflux.models.common.config.config import Config  # noqa: E402
 from mflux.models.common.config.model_config import ModelConfig  # noqa: E402
 from mflux.models.flux.model.flux_transformer.transformer import Transformer  # noqa: E402
@@ -144,3 +144,72 @@ def test_registering_the_adapter_imports_no_mlx():
     code = "import sys, dype_rope.adapters; print(sorted(m for m in ('mlx', 'mflux') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- FLUX.2 (Klein) -------------------------------------------------------------------------------------------
+
+from mflux.models.flux2.model.flux2_transformer.transformer import Flux2Transformer  # noqa: E402
+
+AXES2, THETA2 = (32, 32, 32, 32), 2000.0
+
+
+@pytest.fixture(scope="module")
+def klein():
+    """mflux's Flux2Transformer with 1 + 1 blocks, two heads of 128 channels and narrow inputs, random weights."""
+    model = Flux2Transformer(in_channels=16, num_layers=1, num_single_layers=1, num_attention_heads=2,
+                             joint_attention_dim=32)
+    mx.eval(model.parameters())
+    return model
+
+
+def flux2_call(rows: int, cols: int, text: int = 5):
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    zeros = np.zeros_like(r)
+    img = np.stack([zeros, r, c, zeros], axis=-1).reshape(-1, 4).astype(np.float32)
+    txt = np.stack([np.zeros(text)] * 3 + [np.arange(text)], axis=-1).astype(np.float32)
+    key = mx.random.key(rows * 100 + cols)
+    return dict(hidden_states=mx.random.normal((1, rows * cols, 16), key=key),
+                encoder_hidden_states=mx.random.normal((1, text, 32), key=mx.random.split(key)[0]),
+                img_ids=mx.array(img)[None], txt_ids=mx.array(txt)[None])
+
+
+def test_flux2_is_bit_for_bit_at_the_base_grid_and_changes_above_it(klein):
+    x = flux2_call(8, 12)
+    stock = klein(timestep=0.7, **x)
+    with dype_rope.patch(klein, base_grid=(8, 12)):
+        same = klein(timestep=0.7, **x)
+    with dype_rope.patch(klein, base_grid=(4, 4)):
+        stretched = klein(timestep=0.7, **x)
+    mx.eval(stock, same, stretched)
+    assert type(klein) is Flux2Transformer
+    assert np.array_equal(np.array(stock), np.array(same))
+    assert not np.allclose(np.array(stock), np.array(stretched), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("timestep", [0.7, 700.0])  # mflux passes sigma or sigma * 1000; both mean t = 0.7
+def test_flux2_tables_follow_the_timestep_and_the_image_ids(klein, monkeypatch, timestep):
+    from dype_rope.adapters.mflux_embed import DyPEFlux2PosEmbed
+
+    seen = []
+    dype_call = DyPEFlux2PosEmbed.__call__
+    monkeypatch.setattr(DyPEFlux2PosEmbed, "__call__", lambda self, ids: seen.append((ids, dype_call(self, ids))) or
+                        seen[-1][1])
+    x = flux2_call(8, 12)
+    with dype_rope.patch(klein, base_grid=(4, 4)):
+        klein(timestep=timestep, **x)
+    assert [tuple(ids.shape) for ids, _ in seen] == [(96, 4), (5, 4)]  # the image's ids, then the text's
+    ratios = (1.0, 2.0, 3.0, 1.0)
+    plan = build_plan(AXES2, THETA2, mx.array(ratios), mx.array(0.7), DyPEConfig(), (1.0, 4.0, 4.0, 1.0))
+    stretched = np.repeat([r > 1 for r in ratios], 16)
+    for ids, (cos, sin) in seen:
+        stock_cos, stock_sin = klein.pos_embed(ids)
+        angles = np.array(rope_angles(ids, plan))
+        m = np.array(plan.mscale)
+        core_cos, core_sin = np.array(mx.cos(mx.array(angles))) * m, np.array(mx.sin(mx.array(angles))) * m
+        assert np.array_equal(np.array(cos)[:, ~stretched], np.array(stock_cos)[:, ~stretched])
+        assert np.array_equal(np.array(sin)[:, ~stretched], np.array(stock_sin)[:, ~stretched])
+        assert np.array_equal(np.array(cos)[:, stretched], core_cos[:, stretched])
+        assert np.array_equal(np.array(sin)[:, stretched], core_sin[:, stretched])
+        ref_cos, ref_sin = rope_pairs(np.array(ids), AXES2, THETA2, ratios, 0.7, (1.0, 4.0, 4.0, 1.0))
+        np.testing.assert_allclose(np.array(cos)[:, stretched], ref_cos.numpy()[:, stretched], rtol=0, atol=3e-5)
+        np.testing.assert_allclose(np.array(sin)[:, stretched], ref_sin.numpy()[:, stretched], rtol=0, atol=3e-5)
