@@ -177,20 +177,32 @@ def test_plan_and_tables_match_torch(bk, method):
 
 @backends
 def test_plain_plan_on_every_library(bk):
-    xp = bk.xp()
     like = bk.array(0.0)
     plan = plain_plan(AXES, 10000.0, like=like)
     ref = plain_plan(AXES, 10000.0, dtype=F64)
     assert plan.inv_freq.dtype == like.dtype and namespace(plan.inv_freq) is namespace(like)
     np.testing.assert_allclose(bk.numpy(plan.inv_freq), ref.inv_freq.numpy(), rtol=bk.rtol, atol=0)
     assert np.array_equal(bk.numpy(plan.mscale), np.ones(sum(AXES) // 2))
-    del xp
+
+
+def test_mlx_float64_on_the_cpu_stream():
+    """MLX computes float64 on its CPU stream only; there the dtype is kept (its trigonometry is float32-accurate,
+    so the tables are held to float32's tolerance)."""
+    mx = BACKENDS[3].xp()
+    with mx.stream(mx.cpu):
+        plan = build_plan(AXES, 10000.0, mx.array([1.0, 2.0, 3.0], dtype=mx.float64), 0.4, DyPEConfig(), BASE)
+        cos, _ = rope_tables(mx.array(ids()), plan)
+    assert plan.inv_freq.dtype == mx.float64 and cos.dtype == mx.float32
+    ref = build_plan(AXES, 10000.0, torch.tensor([1.0, 2.0, 3.0], dtype=F64), torch.tensor(0.4, dtype=F64),
+                     DyPEConfig(), BASE)
+    np.testing.assert_allclose(np.array(plan.inv_freq), ref.inv_freq.numpy(), rtol=1e-5, atol=0)
+    np.testing.assert_allclose(np.array(cos), rope_tables(torch.from_numpy(ids()), ref)[0].numpy(), rtol=0, atol=1e-5)
 
 
 def test_jax_plan_under_jit():
     """A traced call (jax.jit) takes the same code: the namespace lookup is a type lookup, not a value read."""
-    jax = BACKENDS[1].xp() and __import__("jax")
     jnp = BACKENDS[1].xp()
+    import jax
     cfg = DyPEConfig()
     fn = jax.jit(lambda s, t: build_plan(AXES, 10000.0, s, t, cfg, BASE).inv_freq)
     s, t = jnp.asarray([1.0, 2.0, 3.0]), jnp.asarray(0.3)
