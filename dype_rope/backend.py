@@ -101,7 +101,7 @@ def quiet_infinities(xp, fn: Callable[[], Any]) -> Any:
     return fn()
 
 
-def index_dtype(xp, float_dtype) -> Any:
+def index_dtype(xp) -> Any:
     """The integer dtype of pair indices: int64, or the library's default where it has no int64 (JAX without
     x64), so that no library warns about a truncated dtype."""
     if isinstance(xp, (_Torch, _MLX)):
@@ -113,7 +113,7 @@ def index_dtype(xp, float_dtype) -> Any:
 
 
 class _Fallback:
-    """Attribute lookups this class does not define go to `_base` (the library's own or compat namespace)."""
+    """Names a shim does not define come from `_base_module` (array-api-compat's torch namespace, mlx.core)."""
 
     _base_module = ""
 

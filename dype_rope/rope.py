@@ -104,7 +104,7 @@ def build_plan(
         inv.append(inv_a)
         ms.append(xp.broadcast_to(ms_a[..., None], (*ms_a.shape, dim // 2)))
     # Filled on the device: a host list copied over would stall the stream every step.
-    index = index_dtype(xp, scales.dtype)
+    index = index_dtype(xp)
     pair_axis = xp.concat([xp.full((d // 2,), a, dtype=index, device=device) for a, d in enumerate(dims)])
     return RopePlan(xp.concat(inv, axis=-1), xp.concat(ms, axis=-1), pair_axis)
 
