@@ -13,6 +13,7 @@ from . import cogview4, hidream, sd3  # noqa: F401  (registers SD3, HiDream and 
 from . import hunyuan_video, wan  # noqa: F401  (registers Wan and HunyuanVideo)
 from . import embednd, flux2, lumina2, qwen_image, zimage  # noqa: F401  (FLUX.2, Qwen-Image, Lumina2, Z-Image, EmbedND)
 from . import comfyui  # noqa: F401  (ComfyUI's own model classes, matched by qualified name)
+from . import mflux  # noqa: F401  (mflux's MLX FLUX transformer, matched by qualified name; imports no mlx)
 from . import families  # noqa: F401  (the rows of the declarative family table, adapters/table.py)
 from .table import Family, Time, register_family
 

@@ -395,3 +395,13 @@ def refuse_mixed_times(t: Tensor, rescaled) -> None:
         rescaled = bool(rescaled.any())
     if rescaled and bool(torch.isnan(t)):
         raise ValueError(MIXED_TIMES)
+
+
+def non_torch_adapter(model) -> "type[Adapter] | None":
+    """The adapter registered by qualified class name for a model that is not a torch module (its adapter sets
+    `torch_module = False`, e.g. mflux's MLX transformers), else None."""
+    for cls in type(model).__mro__:
+        adapter = _BY_NAME.get(qualified_name(cls))
+        if adapter is not None:
+            return adapter if not getattr(adapter, "torch_module", True) else None
+    return None

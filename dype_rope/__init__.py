@@ -3,16 +3,33 @@
     handle = dype_rope.patch(transformer)          # Dy-YaRN on the model's own timestep
     ...                                             # sample at any size
     handle.remove()                                 # the model is bit-for-bit the original again
+
+The core (schedules, build_plan, plain_plan, rope_tables) needs numpy and array-api-compat only and computes
+with torch, numpy, JAX, MLX or any array-API library (docs/backends.md); patching models imports torch (or
+MLX, for mflux) when first used.
 """
 
+from importlib import import_module
+
 from .config import DyPEConfig
-from .patching import PatchHandle, is_patched, patch, unpatch
-from .pipelines import enable
 from .rope import RopePlan, apply_rope, apply_rope_plan, build_plan, plain_plan, rope_tables
 from .schedules import SCHEDULES, get_schedule, kappa, register_schedule
-from .timestep import diffusion_time, diffusion_times
 
 __version__ = "0.1.0"
+
+# Imported on first use, so that `import dype_rope` works without torch.
+_LAZY = {
+    "PatchHandle": ".patching", "is_patched": ".patching", "patch": ".patching", "unpatch": ".patching",
+    "enable": ".pipelines", "diffusion_time": ".timestep", "diffusion_times": ".timestep",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'dype_rope' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
 
 
 def register_adapter(*model_classes, detect: bool = False, module_classes=()):

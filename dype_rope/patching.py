@@ -19,7 +19,35 @@ BACKENDS = ("auto", "torch", "triton")
 # model alive (its value would, through the adapter), and nothing is stored on the model itself, so remove()
 # leaves no attribute behind. What keeps a patch alive is the model: its call hooks hold the adapter, which
 # holds the handle (`adapter.handle`), so a model dropped by the user is freed with its patch.
-_PATCHED: "weakref.WeakKeyDictionary[nn.Module, weakref.ref[PatchHandle]]" = weakref.WeakKeyDictionary()
+class _Patched:
+    """model -> weak reference to its PatchHandle, holding neither. Weak-keyed for hashable models (torch
+    modules); by id, with a finalizer dropping the entry, for unhashable ones (an MLX module is a dict)."""
+
+    def __init__(self) -> None:
+        self._hashable: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+        self._by_id: dict[int, tuple[weakref.ref, weakref.ref]] = {}
+
+    def get(self, model):
+        if getattr(model, "__hash__", None) is not None:
+            return self._hashable.get(model)
+        entry = self._by_id.get(id(model))
+        return entry[1] if entry is not None and entry[0]() is model else None
+
+    def __setitem__(self, model, handle_ref) -> None:
+        if getattr(model, "__hash__", None) is not None:
+            self._hashable[model] = handle_ref
+            return
+        key = id(model)
+        self._by_id[key] = (weakref.ref(model, lambda _, key=key: self._by_id.pop(key, None)), handle_ref)
+
+    def __delitem__(self, model) -> None:
+        if getattr(model, "__hash__", None) is not None:
+            del self._hashable[model]
+        else:
+            del self._by_id[id(model)]
+
+
+_PATCHED = _Patched()
 
 
 def _handle_of(model: nn.Module) -> "PatchHandle | None":
@@ -31,6 +59,10 @@ def _target(model, what: str) -> nn.Module:
     """The module a patch acts on: `model` itself, or the original inside a torch.compile wrapper (which
     compiles whatever its original does, hooks and replaced submodules included)."""
     if not isinstance(model, nn.Module):
+        from dype_rope.adapters.base import non_torch_adapter
+
+        if non_torch_adapter(model) is not None:  # a model of another framework with its own adapter (mflux)
+            return model
         raise TypeError(f"{what} takes a torch.nn.Module, got {type(model).__name__}")
     original = getattr(model, "_orig_mod", None)
     if isinstance(original, nn.Module):

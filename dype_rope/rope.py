@@ -12,15 +12,25 @@ Layouts (how the D channels of a head form D/2 rotation pairs):
 The table path follows diffusers' FluxPosEmbed + apply_rotary_emb operation by operation (positions via
 float32, frequencies and angles in float64 where the device has it, cos/sin cast to float32, q/k rotated in
 float32), so at s <= 1 it reproduces them bit for bit.
+
+`build_plan`, `plain_plan` and `rope_tables` are written over the array API (dype_rope.backend,
+docs/backends.md) and take arrays of torch, numpy, JAX, MLX or any array-API library; the rotation itself
+(`apply_rope`, `rotate_pairs`) is torch's.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
-import torch
-from torch import Tensor
+try:
+    import torch
+    from torch import Tensor
+except ImportError:  # the array-API core runs without torch; apply_rope and freq_dtype need it
+    torch = None
+    Tensor = Any
 
+from .backend import device as device_of
+from .backend import index_dtype, namespace
 from .config import DyPEConfig
 from .schedules import get_schedule
 
@@ -31,7 +41,8 @@ _NO_FLOAT64 = ("mps", "npu")
 
 
 class RopePlan(NamedTuple):
-    """Per-pair rotation plan of one head: inv_freq [..., D/2], mscale [..., D/2], pair_axis [D/2] (int64)."""
+    """Per-pair rotation plan of one head: inv_freq [..., D/2], mscale [..., D/2], pair_axis [D/2] (int64, or the
+    library's index dtype where it has no int64: JAX without x64), all arrays of one library."""
 
     inv_freq: Tensor
     mscale: Tensor
@@ -72,56 +83,82 @@ def build_plan(
 
     An axis whose scale is <= 1 (including every axis the caller never rescales: pass 1) gets plain RoPE bit
     for bit. `base_lens[a]` is the training token count of axis a (YaRN's L); it only matters for YaRN.
-    The arithmetic runs in the dtype of `scales`.
+    The arithmetic runs in the dtype of `scales`, in the library of `scales` (`t` may be a Python number).
     """
     dims = check_axes_dims(axes_dims)
+    xp = namespace(scales)
     if scales.shape[-1] != len(dims):
         raise ValueError(f"scales has {scales.shape[-1]} axes but axes_dims has {len(dims)}")
     base_lens = [1.0] * len(dims) if base_lens is None else [float(b) for b in base_lens]
     schedule = get_schedule(cfg.method)
-    t = t.to(scales.dtype)
+    device = device_of(scales)
+    if isinstance(t, (int, float)):
+        t = xp.asarray(float(t), dtype=scales.dtype, device=device)
+    elif namespace(t) is not xp:
+        raise TypeError(f"t is an array of {type(t).__module__}, scales one of {type(scales).__module__}: "
+                        "pass both from one library")
+    t = xp.astype(t, scales.dtype)
     inv, ms = [], []
     for a, dim in enumerate(dims):
         inv_a, ms_a = schedule(dim, theta, base_lens[a], scales[..., a], t, cfg)
         inv.append(inv_a)
-        ms.append(ms_a.unsqueeze(-1).expand(*ms_a.shape, dim // 2))
+        ms.append(xp.broadcast_to(ms_a[..., None], (*ms_a.shape, dim // 2)))
     # Filled on the device: a host list copied over would stall the stream every step.
-    pair_axis = torch.cat([torch.full((d // 2,), a, dtype=torch.long, device=scales.device) for a, d in enumerate(dims)])
-    return RopePlan(torch.cat(inv, dim=-1), torch.cat(ms, dim=-1), pair_axis)
+    index = index_dtype(xp)
+    pair_axis = xp.concat([xp.full((d // 2,), a, dtype=index, device=device) for a, d in enumerate(dims)])
+    return RopePlan(xp.concat(inv, axis=-1), xp.concat(ms, axis=-1), pair_axis)
 
 
-def plain_plan(axes_dims: Sequence[int], theta: float, device=None, dtype: torch.dtype | None = None) -> RopePlan:
-    """The plan of unmodified RoPE."""
-    device = torch.device("cpu") if device is None else torch.device(device)
-    dtype = dtype or freq_dtype(device)
+def plain_plan(axes_dims: Sequence[int], theta: float, device=None, dtype=None, like=None) -> RopePlan:
+    """The plan of unmodified RoPE: torch tensors on `device` (default CPU) in `dtype` (default float64 where
+    the device has it), or, with `like` an array of any library, arrays of that library in `dtype` (default
+    like's dtype) on like's device."""
     n = len(axes_dims)
-    one = torch.ones((), dtype=dtype, device=device)
-    return build_plan(axes_dims, theta, one.expand(n), one, DyPEConfig(method="none"))
+    if like is None:
+        if torch is None:
+            raise ImportError("plain_plan without `like` makes torch tensors; pass like=<an array> to use another library")
+        device = torch.device("cpu") if device is None else torch.device(device)
+        dtype = dtype or freq_dtype(device)
+        one = torch.ones((), dtype=dtype, device=device)
+        return build_plan(axes_dims, theta, one.expand(n), one, DyPEConfig(method="none"))
+    xp = namespace(like)
+    one = xp.ones((), dtype=dtype or like.dtype, device=device if device is not None else device_of(like))
+    return build_plan(axes_dims, theta, xp.broadcast_to(one, (n,)), one, DyPEConfig(method="none"))
 
 
-def _expand_pairs(x: Tensor, layout: str) -> Tensor:
+def _expand_pairs(x, layout: str):
     """[..., D/2] per-pair values -> [..., D] per-channel values in the given layout."""
+    xp = namespace(x)
     if layout == "interleaved":
-        return x.repeat_interleave(2, dim=-1)
-    return torch.cat([x, x], dim=-1)
+        return xp.repeat(x, 2, axis=-1)
+    return xp.concat([x, x], axis=-1)
 
 
-def rope_tables(positions: Tensor, plan: RopePlan, layout: str = "interleaved") -> tuple[Tensor, Tensor]:
+def rope_tables(positions, plan: RopePlan, layout: str = "interleaved"):
     """cos and sin tables [..., L, D] (float32) for positions [..., L, n_axes] under `plan`.
 
     A batched plan ([B, D/2]) with positions [L, n_axes] or [B, L, n_axes] gives tables [B, L, D].
+    Positions and plan are arrays of one library; the tables are too.
     """
     check_layout(layout)
     inv_freq, mscale, pair_axis = plan
-    # Positions pass through float32 as FluxPosEmbed's `ids.float()` does (exact for integer ids below 2**24);
-    # float64 positions are kept as they are.
-    pos = positions if positions.dtype == torch.float64 else positions.float()
-    pos = pos.to(inv_freq.dtype)
-    angles = pos.index_select(-1, pair_axis) * inv_freq.unsqueeze(-2)
-    mscale = mscale.unsqueeze(-2)
-    cos = _expand_pairs(angles.cos() * mscale, layout).float()
-    sin = _expand_pairs(angles.sin() * mscale, layout).float()
+    xp = namespace(inv_freq)
+    pos = plan_positions(xp, positions, inv_freq.dtype)
+    angles = xp.take(pos, pair_axis, axis=-1) * inv_freq[..., None, :]
+    mscale = mscale[..., None, :]
+    cos = xp.astype(_expand_pairs(xp.cos(angles) * mscale, layout), xp.float32)
+    sin = xp.astype(_expand_pairs(xp.sin(angles) * mscale, layout), xp.float32)
     return cos, sin
+
+
+def plan_positions(xp, positions, dtype):
+    """Positions in the plan's dtype, passed through float32 as FluxPosEmbed's `ids.float()` does (exact for
+    integer ids below 2**24); float64 positions are kept as they are."""
+    if namespace(positions) is not xp:
+        raise TypeError(f"positions are an array of {type(positions).__module__}, the plan of another library: "
+                        "pass both from one library")
+    pos = positions if positions.dtype == xp.float64 else xp.astype(positions, xp.float32)
+    return xp.astype(pos, dtype)
 
 
 def _broadcast_table(table: Tensor, x: Tensor, sequence_dim: int) -> Tensor:

@@ -6,24 +6,34 @@
 Each family computes its stock table with its own precision (angles in float64 or float32, cast before or
 after the exponential), so the caller names the dtypes: with a plain plan in the family's precision the
 result reproduces its stock table bit for bit.
+
+`rope_angles` and `rotation_matrices` take a plan and positions of any array library (docs/backends.md);
+`complex_table` is torch's (the array API has no polar constructor).
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import Any
 
-from .rope import RopePlan
+try:
+    import torch
+    from torch import Tensor
+except ImportError:  # the array-API functions below run without torch
+    torch = None
+    Tensor = Any
+
+from .backend import namespace
+from .rope import RopePlan, plan_positions
 
 
-def rope_angles(positions: Tensor, plan: RopePlan) -> Tensor:
+def rope_angles(positions, plan: RopePlan):
     """Angles [..., L, D/2] = position of each pair's axis * its frequency, in the plan's dtype.
 
     Positions pass through float32 first, as rope_tables does (exact for integer ids below 2**24).
     """
     inv_freq, _, pair_axis = plan
-    pos = positions if positions.dtype == torch.float64 else positions.float()
-    return pos.to(inv_freq.dtype).index_select(-1, pair_axis) * inv_freq.unsqueeze(-2)
+    xp = namespace(inv_freq)
+    return xp.take(plan_positions(xp, positions, inv_freq.dtype), pair_axis, axis=-1) * inv_freq[..., None, :]
 
 
 def complex_table(positions: Tensor, plan: RopePlan, angle_dtype: torch.dtype | None = None) -> Tensor:
@@ -37,9 +47,11 @@ def complex_table(positions: Tensor, plan: RopePlan, angle_dtype: torch.dtype | 
     return torch.polar(plan.mscale.unsqueeze(-2).to(angles.dtype).expand_as(angles), angles)
 
 
-def rotation_matrices(positions: Tensor, plan: RopePlan) -> Tensor:
+def rotation_matrices(positions, plan: RopePlan):
     """float32 rotation matrices [..., L, D/2, 2, 2] = mscale * [[cos, -sin], [sin, cos]] per pair."""
+    xp = namespace(plan.inv_freq)
     angles = rope_angles(positions, plan)
-    mscale = plan.mscale.unsqueeze(-2)
-    cos, sin = angles.cos() * mscale, angles.sin() * mscale
-    return torch.stack([cos, -sin, sin, cos], dim=-1).unflatten(-1, (2, 2)).float()
+    mscale = plan.mscale[..., None, :]
+    cos, sin = xp.cos(angles) * mscale, xp.sin(angles) * mscale
+    matrices = xp.reshape(xp.stack([cos, -sin, sin, cos], axis=-1), (*cos.shape, 2, 2))
+    return xp.astype(matrices, xp.float32)

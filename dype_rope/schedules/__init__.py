@@ -5,17 +5,19 @@ A schedule is a pure function
     schedule(dim, theta, base_len, scale, t, cfg) -> (inv_freq, mscale)
 
 for one RoPE axis of `dim` channels with base `theta`, trained on `base_len` tokens, now spanning
-`scale` times as many (a float tensor), at diffusion time `t` (a float tensor, 1 = noise, 0 = data),
+`scale` times as many (a float array), at diffusion time `t` (a float array, 1 = noise, 0 = data),
 with settings `cfg` (:class:`dype_rope.DyPEConfig`). `scale` and `t` broadcast to a batch shape S;
 inv_freq has shape S + (dim/2,) and mscale (the attention temperature multiplied into cos and sin) S.
 The arithmetic runs in the dtype of `scale` (float64 on every device that has it).
+
+The built-in schedules are written over the array API (docs/backends.md): `scale` and `t` may be arrays of
+torch, numpy, JAX, MLX or any array-API library, and the results are arrays of that library. A schedule written
+with torch calls keeps working on torch tensors.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
-from torch import Tensor
+from typing import Any, Callable
 
 from ._common import kappa, plain_inv_freq
 from .none import plain
@@ -23,7 +25,7 @@ from .ntk import ntk
 from .pi import pi
 from .yarn import yarn, yarn_ramp
 
-Schedule = Callable[..., "tuple[Tensor, Tensor]"]
+Schedule = Callable[..., "tuple[Any, Any]"]
 
 SCHEDULES: dict[str, Schedule] = {"none": plain, "pi": pi, "ntk": ntk, "yarn": yarn}
 

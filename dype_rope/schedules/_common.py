@@ -1,25 +1,29 @@
-"""Pieces every schedule shares: plain RoPE frequencies, the DyPE scheduler kappa(t), NTK's base exponent."""
+"""Pieces every schedule shares: plain RoPE frequencies, the DyPE scheduler kappa(t), NTK's base exponent.
+
+Written over the array API (dype_rope.backend, docs/backends.md): `like`, `scale` and `t` are arrays of any
+supported library, and the results are arrays of that library in their dtype and on their device.
+"""
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from ..backend import broadcast_shapes, device, namespace
 
 
-def plain_inv_freq(dim: int, theta: float | Tensor, like: Tensor) -> Tensor:
+def plain_inv_freq(dim: int, theta, like):
     """inv_freq_j = theta ** (-2j / dim), j = 0 .. dim/2 - 1, in the dtype and device of `like`.
 
     Written exactly as diffusers' get_1d_rotary_pos_embed writes it (1 / theta ** (arange / dim)) so that an
-    axis that is not rescaled reproduces the stock tables bit for bit. A tensor theta broadcasts: shape
+    axis that is not rescaled reproduces the stock tables bit for bit. An array theta broadcasts: shape
     theta.shape + (dim/2,).
     """
-    exponents = torch.arange(0, dim, 2, dtype=like.dtype, device=like.device) / dim
-    if isinstance(theta, Tensor):
-        theta = theta.unsqueeze(-1)
+    xp = namespace(like)
+    exponents = xp.arange(0, dim, 2, dtype=like.dtype, device=device(like)) / dim
+    if not isinstance(theta, (int, float)):
+        theta = theta[..., None]
     return 1.0 / (theta**exponents)
 
 
-def kappa(t: Tensor, lambda_s: float, lambda_t: float) -> Tensor:
+def kappa(t, lambda_s: float, lambda_t: float):
     """DyPE's scheduler kappa(t) = lambda_s * t ** lambda_t (t = 1 pure noise, t = 0 data)."""
     return lambda_s * t**lambda_t
 
@@ -33,6 +37,7 @@ def ntk_exponent(dim: int) -> float:
     return dim / (dim - 2) if dim > 2 else 1.0
 
 
-def ones_like_batch(scale: Tensor, t: Tensor) -> Tensor:
+def ones_like_batch(scale, t):
     """An mscale of 1 with the broadcast shape of (scale, t)."""
-    return torch.ones(torch.broadcast_shapes(scale.shape, t.shape), dtype=scale.dtype, device=scale.device)
+    xp = namespace(scale)
+    return xp.ones(broadcast_shapes(scale.shape, t.shape), dtype=scale.dtype, device=device(scale))

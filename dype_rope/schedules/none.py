@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from torch import Tensor
-
+from ..backend import namespace
 from ._common import ones_like_batch, plain_inv_freq
 
 
-def plain(dim: int, theta: float, base_len: float, scale: Tensor, t: Tensor, cfg) -> tuple[Tensor, Tensor]:
+def plain(dim: int, theta: float, base_len: float, scale, t, cfg):
+    xp = namespace(scale)
     mscale = ones_like_batch(scale, t)
-    return plain_inv_freq(dim, theta, scale).expand(*mscale.shape, dim // 2), mscale
+    return xp.broadcast_to(plain_inv_freq(dim, theta, scale), (*mscale.shape, dim // 2)), mscale

@@ -7,18 +7,17 @@ No attention temperature (mscale = 1), as in the authors' code.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
+from ..backend import namespace
 from ._common import kappa, ntk_exponent, ones_like_batch, plain_inv_freq
 
 
-def ntk(dim: int, theta: float, base_len: float, scale: Tensor, t: Tensor, cfg) -> tuple[Tensor, Tensor]:
+def ntk(dim: int, theta: float, base_len: float, scale, t, cfg):
+    xp = namespace(scale)
     plain = plain_inv_freq(dim, theta, scale)
     factor = scale ** ntk_exponent(dim)
     if cfg.dynamic:
         factor = factor ** kappa(t, cfg.lambda_s, cfg.lambda_t)
-    new_theta = theta * torch.clamp_min(factor, 1.0)
-    inv_freq = torch.where(scale.unsqueeze(-1) > 1, plain_inv_freq(dim, new_theta, scale), plain)
+    new_theta = theta * xp.clip(factor, min=1.0)
+    inv_freq = xp.where(scale[..., None] > 1, plain_inv_freq(dim, new_theta, scale), plain)
     mscale = ones_like_batch(scale, t)
-    return inv_freq.expand(*mscale.shape, dim // 2), mscale
+    return xp.broadcast_to(inv_freq, (*mscale.shape, dim // 2)), mscale

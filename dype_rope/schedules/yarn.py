@@ -23,31 +23,30 @@ from __future__ import annotations
 
 import math
 
-import torch
-from torch import Tensor
-
+from ..backend import broadcast_shapes, device, quiet_infinities, namespace
 from ._common import kappa, ntk_exponent, plain_inv_freq
 
 
-def yarn_ramp(dim: int, theta: float, base_len: float, high_rot: Tensor, low_rot: Tensor) -> Tensor:
+def yarn_ramp(dim: int, theta: float, base_len: float, high_rot, low_rot):
     """The blend weight ramp_j for a threshold pair; shape broadcast(high_rot, low_rot) + (dim/2,)."""
+    xp = namespace(high_rot, low_rot)
     half = dim // 2
 
-    def index_of(rho: Tensor) -> Tensor:
+    def index_of(rho):
         # rho = 0 (t = 0) gives +inf, which the clamp below turns into dim/2: no NaN on the way.
-        return dim * torch.log(base_len / (2 * math.pi * rho)) / (2 * math.log(theta))
+        return quiet_infinities(xp, lambda: dim * xp.log(base_len / (2 * math.pi * rho)) / (2 * math.log(theta)))
 
-    low = torch.clamp(torch.floor(index_of(high_rot)), 0, half)
-    high = torch.clamp(torch.ceil(index_of(low_rot)), 0, half)
-    high = torch.where(low == high, high + 0.001, high)
-    j = torch.arange(half, dtype=high_rot.dtype, device=high_rot.device)
-    return torch.clamp((j - low.unsqueeze(-1)) / (high - low).unsqueeze(-1), 0, 1)
+    low = xp.clip(xp.floor(index_of(high_rot)), 0, half)
+    high = xp.clip(xp.ceil(index_of(low_rot)), 0, half)
+    high = xp.where(low == high, high + 0.001, high)
+    j = xp.arange(half, dtype=high_rot.dtype, device=device(high_rot))
+    return xp.clip((j - low[..., None]) / (high - low)[..., None], 0, 1)
 
 
-def yarn_thresholds(t: Tensor, cfg) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def yarn_thresholds(t, cfg):
     (b0, b1), (g0, g1) = cfg.beta, cfg.gamma
     if not cfg.dynamic:
-        one = torch.ones_like(t)
+        one = namespace(t).ones_like(t)
         return b0 * one, b1 * one, g0 * one, g1 * one
     k = kappa(t, cfg.lambda_s, cfg.lambda_t)
     if cfg.yarn_modulation == "power":
@@ -55,9 +54,10 @@ def yarn_thresholds(t: Tensor, cfg) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return b0 * k, b1 * k, g0 * k, g1 * k
 
 
-def yarn(dim: int, theta: float, base_len: float, scale: Tensor, t: Tensor, cfg) -> tuple[Tensor, Tensor]:
+def yarn(dim: int, theta: float, base_len: float, scale, t, cfg):
+    xp = namespace(scale)
     plain = plain_inv_freq(dim, theta, scale)
-    s = scale.unsqueeze(-1)
+    s = scale[..., None]
     pi_f = plain / s
     ntk_f = plain_inv_freq(dim, theta * scale ** ntk_exponent(dim), scale)
     b0, b1, g0, g1 = yarn_thresholds(t, cfg)
@@ -65,7 +65,7 @@ def yarn(dim: int, theta: float, base_len: float, scale: Tensor, t: Tensor, cfg)
     ramp_g = yarn_ramp(dim, theta, base_len, g0, g1)
     f = pi_f * ramp_b + ntk_f * (1 - ramp_b)
     f = f * ramp_g + plain * (1 - ramp_g)
-    mscale = torch.where(scale > 1, cfg.mscale_coeff * torch.log(scale) + 1, torch.ones_like(scale))
-    batch = torch.broadcast_shapes(scale.shape, t.shape)
-    inv_freq = torch.where(s > 1, f, plain).expand(*batch, dim // 2)
-    return inv_freq, mscale.expand(batch)
+    mscale = xp.where(scale > 1, cfg.mscale_coeff * xp.log(scale) + 1, xp.ones_like(scale))
+    batch = broadcast_shapes(scale.shape, t.shape)
+    inv_freq = xp.broadcast_to(xp.where(s > 1, f, plain), (*batch, dim // 2))
+    return inv_freq, xp.broadcast_to(mscale, batch)
