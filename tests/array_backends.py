@@ -1,7 +1,7 @@
 """The array libraries the array-API core is tested on, each with the tolerance it is held to against torch.
 
 A library that is not installed skips its tests; under CI (CI set in the environment) it fails them instead,
-as tests/shared_code.py does for the host codebases: .ci/run installs numpy, JAX, array-api-strict and MLX.
+as tests/shared_code.py does for the host codebases: the README's install brings numpy, JAX, array-api-strict and MLX.
 """
 
 from __future__ import annotations
