@@ -1,3 +1,192 @@
-"""Family rows over the grid mechanism (adapters/mechanisms/grid.py)."""
+"""Family rows over the grid mechanism (adapters/mechanisms/grid.py): RoPE modules that build their tables from
+the latent's grid size. Native grids are the resolutions the diffusers pipelines default to, in tokens;
+timesteps are what those pipelines pass the transformer (the flow-matching timestep, 1000 = noise).
+"""
 
 from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..mechanisms.grid import Grid, device_of, grid_positions, patched_sizes
+from ..mechanisms.grid_formats import CosSin
+from ..table import Family, Time, register_family
+
+DIFFUSERS = "diffusers.models.transformers"
+SPATIAL = (1, 2)  # (frames, rows, columns): rows and columns rescaled, frames keep their RoPE
+IMAGE = (0, 1)  # (rows, columns)
+TIMESTEP_1000 = Time("timestep", divide_by=1000.0)
+
+
+def latent_of(args: tuple, kwargs: dict) -> Tensor:
+    """The latent a grid-built module is called with (first argument or `hidden_states`)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def latent_rope(
+    stock: str,
+    patch: Callable[[nn.Module], Sequence[int]],
+    axes_dims: Callable[[nn.Module], Sequence[int]],
+    theta: Callable[[nn.Module], float],
+    axes: Callable[[nn.Module, Tensor], Sequence[Tensor | None]] = lambda module, latent: (),
+    **layout,
+) -> Grid:
+    """A module called with the latent itself, [B, C, (F,) H, W], patchified by `patch(module)`: tokens
+    arange from 0 on every axis unless `axes(module, latent)` gives an axis its positions."""
+
+    def positions(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+        latent = latent_of(args, kwargs)
+        sizes = patched_sizes(latent.shape, patch(module))
+        return grid_positions(sizes, latent.device, axes(module, latent))
+
+    def probe(module: nn.Module):
+        p = tuple(patch(module))
+        sizes = (3, 4, 5)[-len(p):]  # distinct sizes: a swapped axis shows
+        return (torch.zeros(1, 1, *(n * q for n, q in zip(sizes, p)), device=device_of(module)),), {}
+
+    return Grid(
+        stock=stock,
+        axes_dims=axes_dims,
+        theta=theta,
+        positions=positions,
+        tokens=lambda model, module, shape: patched_sizes(shape, patch(module)),
+        probe=probe,
+        **layout,
+    )
+
+
+# -- Wan-style modules: tables precomputed in float64 up to rope_max_seq_len, cut to the grid; [1, L, 1, D] ---------
+
+WAN_THETA = 10000.0  # the modules' constructor default; diffusers never passes another
+
+
+def wan_split(module: nn.Module) -> tuple[int, int, int]:
+    return module.t_dim, module.h_dim, module.w_dim
+
+
+def chrono_split(module: nn.Module) -> tuple[int, int, int]:
+    d = module.attention_head_dim  # ChronoEditRotaryPosEmbed.forward splits its tables this way
+    return d - 2 * (d // 3), d // 3, d // 3
+
+
+def chrono_frames(module: nn.Module, latent: Tensor) -> tuple[Tensor | None]:
+    """ChronoEdit's two-frame calls (its temporal-reasoning steps end on the input and output frames) put the
+    second frame at temporal_skip_len - 1."""
+    if latent.shape[2] == 2:
+        return (torch.tensor([0.0, module.temporal_skip_len - 1], device=latent.device),)
+    return ()
+
+
+def wan_like(stock: str, split=wan_split, **extra) -> Grid:
+    return latent_rope(stock, lambda m: m.patch_size, split, lambda m: WAN_THETA, **extra)
+
+
+def hunyuan_like(stock: str, **extra) -> Grid:
+    """HunyuanVideo-style: (frames, rows, columns) of rope_dim channels, float32 angles, (cos, sin) [L, D]."""
+    return latent_rope(
+        stock, lambda m: (m.patch_size_t, m.patch_size, m.patch_size), lambda m: m.rope_dim, lambda m: m.theta, **extra
+    )
+
+
+def video(name: str, classes: str, grid: Grid, base: tuple[int, int], title: str, note: str, ppt: int = 16):
+    return register_family(
+        Family(
+            name=name,
+            classes=(classes,),
+            module="rope",
+            mechanism=grid,
+            base_grid=base,
+            pixels_per_token=ppt,
+            time=TIMESTEP_1000,
+            rescaled_axes=SPATIAL,
+            title=title,
+            note=note,
+        )
+    )
+
+
+# SkyReelsV2Pipeline's default 544 x 960 px (the 540P checkpoints), VAE 8 x patch 2.
+video(
+    "skyreels_v2", f"{DIFFUSERS}.transformer_skyreels_v2.SkyReelsV2Transformer3DModel",
+    wan_like(f"{DIFFUSERS}.transformer_skyreels_v2.SkyReelsV2RotaryPosEmbed"), (34, 60), "SkyReels V2",
+    "Wan-style RoPE; per-frame timesteps (diffusion forcing) take the noisiest frame's time",
+)
+# ChronoEditPipeline's default 480 x 832 px.
+video(
+    "chronoedit", f"{DIFFUSERS}.transformer_chronoedit.ChronoEditTransformer3DModel",
+    wan_like(f"{DIFFUSERS}.transformer_chronoedit.ChronoEditRotaryPosEmbed", chrono_split, axes=chrono_frames),
+    (30, 52), "ChronoEdit", "Wan-style RoPE; two-frame calls keep their temporal skip",
+)
+# WanAnimatePipeline's default 720 x 1280 px.
+video(
+    "wan_animate", f"{DIFFUSERS}.transformer_wan_animate.WanAnimateTransformer3DModel",
+    wan_like(f"{DIFFUSERS}.transformer_wan_animate.WanRotaryPosEmbed"), (45, 80), "Wan Animate",
+    "Wan-style RoPE over the reference frame and the segment's frames",
+)
+# SanaVideoPipeline's default 480 x 832 px with the Wan VAE (8x) and 2 x 2 patches.
+video(
+    "sana_video", f"{DIFFUSERS}.transformer_sana_video.SanaVideoTransformer3DModel",
+    wan_like(f"{DIFFUSERS}.transformer_sana_video.WanRotaryPosEmbed"), (30, 52), "Sana-Video",
+    "Wan-style RoPE",
+)
+
+# -- HunyuanVideo-style modules: get_1d_rotary_pos_embed per axis, float32 (cos, sin) [L, D] ---------------------
+
+# HunyuanVideo15Pipeline's default: 16:9 at the transformer's target_size 640 = 480 x 848 px (the 480p
+# checkpoints; 720p ones: base_resolution=(720, 1280)), VAE 16 x patch 1.
+video(
+    "hunyuan_video15", f"{DIFFUSERS}.transformer_hunyuan_video15.HunyuanVideo15Transformer3DModel",
+    hunyuan_like(f"{DIFFUSERS}.transformer_hunyuan_video15.HunyuanVideo15RotaryPosEmbed"), (30, 53),
+    "HunyuanVideo 1.5", "480p checkpoints' grid by default",
+)
+# MotifVideoPipeline's default 736 x 1280 px, VAE 8 x patch 2.
+video(
+    "motif_video", f"{DIFFUSERS}.transformer_motif_video.MotifVideoTransformer3DModel",
+    hunyuan_like(f"{DIFFUSERS}.transformer_motif_video.MotifVideoRotaryPosEmbed"), (46, 80), "Motif-Video",
+    "float64 angles cast to float32 tables",
+)
+
+# HunyuanImagePipeline's default: default_sample_size 64 latents x VAE 32 = 2048 x 2048 px, patch 1.
+register_family(
+    Family(
+        name="hunyuan_image",
+        classes=(f"{DIFFUSERS}.transformer_hunyuanimage.HunyuanImageTransformer2DModel",),
+        module="rope",
+        mechanism=latent_rope(
+            f"{DIFFUSERS}.transformer_hunyuanimage.HunyuanImageRotaryPosEmbed",
+            lambda m: m.patch_size, lambda m: m.rope_dim, lambda m: m.theta,
+            n_axes=2,  # the refiner's 3-axis (frames, rows, columns) variant is refused, not misread
+        ),
+        base_grid=(64, 64),
+        pixels_per_token=32,
+        time=TIMESTEP_1000,
+        rescaled_axes=IMAGE,
+        title="HunyuanImage 2.1",
+        note="(rows, columns) RoPE, theta 256",
+    )
+)
+
+# -- GLM-Image: (rows, columns) halves of the head, pairs split in halves (cat([freqs, freqs])), float32 ---------
+
+# GlmImagePipeline's default: the transformer's sample_size 128 latents x VAE 8 = 1024 x 1024 px, patch 2.
+register_family(
+    Family(
+        name="glm_image",
+        classes=(f"{DIFFUSERS}.transformer_glm_image.GlmImageTransformer2DModel",),
+        module="rope",
+        mechanism=latent_rope(
+            f"{DIFFUSERS}.transformer_glm_image.GlmImageRotaryPosEmbed",
+            lambda m: (m.patch_size, m.patch_size), lambda m: (m.dim // 2, m.dim // 2), lambda m: m.theta,
+            format=CosSin("half"),
+            timestep_shift=1.0,  # GlmImagePipeline passes the scheduler's timestep - 1
+        ),
+        base_grid=(64, 64),
+        pixels_per_token=16,
+        time=TIMESTEP_1000,
+        rescaled_axes=IMAGE,
+        title="GLM-Image",
+        note="rows and columns each take half of the head, pairs split in halves",
+    )
+)

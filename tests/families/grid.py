@@ -1,0 +1,239 @@
+"""Families on the grid mechanism (adapters/families/by_grid.py): tiny models from configs, their inputs as the
+pipelines build them, and how their tables read. Positions are written by hand here, as each model lays out its
+tokens (frames-major, arange from 0; ChronoEdit's two-frame skip); the reference is tests/reference_dype.py."""
+
+from __future__ import annotations
+
+import torch
+
+from .row import Family, RopeLayout, Sampler, interleaved
+from .tiny import tiny
+from .video import video_positions
+
+TEXT = 5
+# head dim 18: Wan-style modules split it 6 / 6 / 6 (frames / rows / columns), 3 pairs per axis.
+TINY_WAN_LIKE = dict(
+    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=18, in_channels=4, out_channels=4, text_dim=16,
+    freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=64,
+)
+TINY_SANA_VIDEO = dict(
+    in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=18, num_layers=1,
+    num_cross_attention_heads=2, cross_attention_head_dim=18, cross_attention_dim=36, caption_channels=16,
+)
+TINY_HV15 = dict(
+    in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_refiner_layers=1,
+    text_embed_dim=16, text_embed_2_dim=8, image_embed_dim=8, rope_axes_dim=(4, 6, 6), task_type="t2v",
+)
+TINY_MOTIF = dict(
+    in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=1,
+    text_embed_dim=16, rope_axes_dim=(4, 6, 6),
+)
+TINY_HUNYUAN_IMAGE = dict(
+    in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=1,
+    num_refiner_layers=1, text_embed_dim=16, rope_axes_dim=(8, 8),
+)
+TINY_GLM = dict(
+    patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
+    text_embed_dim=16, time_embed_dim=16, condition_dim=8, prior_vq_quantizer_codebook_size=32,
+)
+# HunyuanVideo / Motif turn positions by float32 angles: |angle| <= 24 positions x 1 rad, rounded at 2**-24.
+ANGLE_TOL = 24 * 2.0**-23
+
+
+def _noise(seed: int):
+    return torch.Generator().manual_seed(seed)
+
+
+def wan_like_inputs(grid, batch=1, cond=None, seed=1):
+    """Wan-style models: latent [B, C, F, 2 rows, 2 cols] (2 x 2 patches), umT5-like text."""
+    g = _noise(seed)
+    f, h, w = grid
+    return dict(
+        hidden_states=torch.randn(batch, 4, f, 2 * h, 2 * w, generator=g),
+        encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        return_dict=False,
+    )
+
+
+def hv15_inputs(grid, batch=1, cond=None, seed=1):
+    g = _noise(seed)
+    return dict(
+        hidden_states=torch.randn(batch, 4, *grid, generator=g),
+        encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        encoder_attention_mask=torch.ones(batch, TEXT),
+        encoder_hidden_states_2=torch.randn(batch, 3, 8, generator=g),
+        encoder_attention_mask_2=torch.ones(batch, 3),
+        image_embeds=torch.zeros(batch, 2, 8),  # text-to-video: the pipeline passes zeros
+        return_dict=False,
+    )
+
+
+def motif_inputs(grid, batch=1, cond=None, seed=1):
+    g = _noise(seed)
+    f, h, w = grid
+    return dict(
+        hidden_states=torch.randn(batch, 4, f, 2 * h, 2 * w, generator=g),
+        encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        encoder_attention_mask=torch.ones(batch, TEXT),
+        return_dict=False,
+    )
+
+
+def hunyuan_image_inputs(grid, batch=1, cond=None, seed=1):
+    g = _noise(seed)
+    return dict(
+        hidden_states=torch.randn(batch, 4, *grid, generator=g),
+        encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        encoder_attention_mask=torch.ones(batch, TEXT),
+        return_dict=False,
+    )
+
+
+def glm_inputs(grid, batch=1, cond=None, seed=1):
+    """GLM-Image: a latent of 2 x 2 patches and one prior (AR) token per image token."""
+    g = _noise(seed)
+    h, w = grid
+    return dict(
+        hidden_states=torch.randn(batch, 4, 2 * h, 2 * w, generator=g),
+        encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        prior_token_id=torch.randint(0, 32, (batch, h * w), generator=g),
+        prior_token_drop=torch.zeros(batch, h * w, dtype=torch.bool),
+        target_size=torch.tensor([[16.0 * h, 16.0 * w]]).expand(batch, 2),
+        crop_coords=torch.zeros(batch, 2),
+        return_dict=False,
+    )
+
+
+def halves(cos, sin) -> torch.Tensor:
+    """(cos, sin) [L, D] with pair j on channels j and j + D/2 -> [L, D/2, 2]."""
+    half = cos.shape[-1] // 2
+    assert torch.equal(cos[:, :half], cos[:, half:]) and torch.equal(sin[:, :half], sin[:, half:])
+    return torch.stack([cos[:, :half], sin[:, :half]], -1).double()
+
+
+def image_positions(rows: int, cols: int) -> torch.Tensor:
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    return torch.stack([r, c], dim=-1).reshape(-1, 2).double()
+
+
+def chrono_positions(frames: int, rows: int, cols: int) -> torch.Tensor:
+    """ChronoEdit: a two-frame latent has its frames at 0 and temporal_skip_len - 1 (8 - 1 by default)."""
+    pos = video_positions(frames, rows, cols)
+    if frames == 2:
+        pos[:, 0] = pos[:, 0] * 7
+    return pos
+
+
+def scheduler_steps(cls_name: str, config: dict, steps: int = 30):
+    """(timesteps, t) of a scheduler as the pipelines use it: they pass its timesteps, so t = timestep / 1000,
+    checked within 1e-3 of the scheduler's own sigmas (integer timesteps round them)."""
+    import diffusers
+
+    scheduler = getattr(diffusers, cls_name).from_config(config)
+    scheduler.set_timesteps(steps)
+    t = scheduler.timesteps.double() / 1000
+    torch.testing.assert_close(t, scheduler.sigmas[: len(t)].double(), rtol=0, atol=1e-3)
+    return scheduler.timesteps, t
+
+
+UNIPC_FLOW = dict(num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0)
+DPM_FLOW = dict(num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0)
+EULER_FLOW = dict(num_train_timesteps=1000, shift=7.0)
+
+
+def _sampler(name, cls_name, config):
+    return Sampler(name, lambda: scheduler_steps(cls_name, config))
+
+
+def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, positions=video_positions, **extra):
+    return Family(
+        name=name,
+        adapter=name,
+        build=build,
+        make_inputs=make_inputs,
+        time_arg="timestep",
+        pipeline_time=lambda ts: ts,
+        encoding="rope",
+        layout=RopeLayout(
+            axes=axes,
+            theta=theta,
+            tables=lambda out: [interleaved(*out)],  # [1, L, 1, D] or [L, D]
+            positions=lambda grid, cond, calls: [positions(*grid)],
+            dtype=torch.float32,
+            tol=tol,
+        ),
+        base=(3, 4),
+        below=(((3, 3, 4), (3, 4)), ((2, 2, 3), (3, 4))),
+        above=(2, 6, 7),
+        default_base=default_base,
+        samplers=(sampler,),
+        output=lambda out: out[0],
+        lead=(2,),
+        **extra,
+    )
+
+
+def _image(name, build, make_inputs, axes, theta, tables, tol, default_base, sampler, pipeline_time=lambda ts: ts):
+    return Family(
+        name=name,
+        adapter=name,
+        build=build,
+        make_inputs=make_inputs,
+        time_arg="timestep",
+        pipeline_time=pipeline_time,
+        encoding="rope",
+        layout=RopeLayout(
+            axes=axes,
+            theta=theta,
+            tables=tables,
+            positions=lambda grid, cond, calls: [image_positions(*grid)],
+            dtype=torch.float32,
+            tol=tol,
+            rescaled=(0, 1),
+        ),
+        base=(3, 4),
+        below=(((3, 4), (3, 4)), ((2, 3), (3, 4))),
+        above=(6, 7),
+        default_base=default_base,
+        samplers=(sampler,),
+        output=lambda out: out[0],
+    )
+
+
+SKYREELS_V2 = _video(
+    "skyreels_v2", lambda seed=0, **o: tiny("SkyReelsV2Transformer3DModel", TINY_WAN_LIKE, seed, **o),
+    wan_like_inputs, (6, 6, 6), 10000.0, 2e-7, (34, 60), _sampler("unipc-flow", "UniPCMultistepScheduler", UNIPC_FLOW),
+    direct_call=lambda: (torch.zeros(1, 4, 2, 4, 4),),
+)
+CHRONOEDIT = _video(
+    "chronoedit", lambda seed=0, **o: tiny("ChronoEditTransformer3DModel", TINY_WAN_LIKE, seed, **o),
+    wan_like_inputs, (6, 6, 6), 10000.0, 2e-7, (30, 52),
+    _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW), positions=chrono_positions,
+    direct_call=lambda: (torch.zeros(1, 4, 2, 4, 4),), cp_hooks=True,
+)
+SANA_VIDEO = _video(
+    "sana_video", lambda seed=0, **o: tiny("SanaVideoTransformer3DModel", TINY_SANA_VIDEO, seed, **o),
+    wan_like_inputs, (6, 6, 6), 10000.0, 2e-7, (30, 52), _sampler("dpm-flow", "DPMSolverMultistepScheduler", DPM_FLOW),
+)
+HUNYUAN_VIDEO15 = _video(
+    "hunyuan_video15", lambda seed=0, **o: tiny("HunyuanVideo15Transformer3DModel", TINY_HV15, seed, **o),
+    hv15_inputs, (4, 6, 6), 256.0, ANGLE_TOL, (30, 53),
+    _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW),
+    fullgraph=False,  # the stock model branches on torch.all(image_embeds == 0) (text- or image-to-video)
+)
+MOTIF_VIDEO = _video(
+    "motif_video", lambda seed=0, **o: tiny("MotifVideoTransformer3DModel", TINY_MOTIF, seed, **o),
+    motif_inputs, (4, 6, 6), 256.0, 2e-7, (46, 80),
+    _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW),
+)
+HUNYUAN_IMAGE = _image(
+    "hunyuan_image", lambda seed=0, **o: tiny("HunyuanImageTransformer2DModel", TINY_HUNYUAN_IMAGE, seed, **o),
+    hunyuan_image_inputs, (8, 8), 256.0, lambda out: [interleaved(*out)], ANGLE_TOL, (64, 64),
+    _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW),
+)
+GLM_IMAGE = _image(
+    "glm_image", lambda seed=0, **o: tiny("GlmImageTransformer2DModel", TINY_GLM, seed, **o),
+    glm_inputs, (8, 8), 10000.0, lambda out: [halves(*out)], ANGLE_TOL, (64, 64),
+    _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", dict(num_train_timesteps=1000, shift=1.0)),
+    pipeline_time=lambda ts: ts - 1,  # GlmImagePipeline passes the scheduler's timestep - 1
+)
