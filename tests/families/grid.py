@@ -16,6 +16,14 @@ TINY_WAN_LIKE = dict(
     patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=18, in_channels=4, out_channels=4, text_dim=16,
     freq_dim=16, ffn_dim=32, num_layers=1, rope_max_seq_len=64,
 )
+# Wan Animate: latent = noise (4) + reference (4) + mask (4) channels, a 16 x 16 px face video for the motion
+# encoder, pose latents on every frame but the reference one.
+TINY_WAN_ANIMATE = dict(
+    TINY_WAN_LIKE, in_channels=None, latent_channels=4, image_dim=8,
+    motion_encoder_channel_sizes={"4": 8, "8": 8, "16": 8}, motion_encoder_size=16, motion_style_dim=8, motion_dim=4,
+    motion_encoder_dim=8, face_encoder_hidden_dim=8, face_encoder_num_heads=2, inject_face_latents_blocks=1,
+    motion_encoder_batch_size=4,
+)
 TINY_SANA_VIDEO = dict(
     in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=18, num_layers=1,
     num_cross_attention_heads=2, cross_attention_head_dim=18, cross_attention_dim=36, caption_channels=16,
@@ -51,6 +59,21 @@ def wan_like_inputs(grid, batch=1, cond=None, seed=1):
     return dict(
         hidden_states=torch.randn(batch, 4, f, 2 * h, 2 * w, generator=g),
         encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        return_dict=False,
+    )
+
+
+def wan_animate_inputs(grid, batch=1, cond=None, seed=1):
+    """Wan Animate: frame 0 is the reference image, the others the segment; the face video has 4 frames per
+    latent frame past the first (the face encoder's temporal stride) and one more."""
+    g = _noise(seed)
+    f, h, w = grid
+    return dict(
+        hidden_states=torch.randn(batch, 12, f, 2 * h, 2 * w, generator=g),
+        encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        encoder_hidden_states_image=torch.randn(batch, 3, 8, generator=g),
+        pose_hidden_states=torch.randn(batch, 4, f - 1, 2 * h, 2 * w, generator=g),
+        face_pixel_values=torch.randn(batch, 3, 4 * (f - 2) + 1, 16, 16, generator=g),
         return_dict=False,
     )
 
@@ -210,6 +233,10 @@ CHRONOEDIT = _video(
     wan_like_inputs, (6, 6, 6), 10000.0, 2e-7, (30, 52),
     _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW), positions=chrono_positions,
     direct_call=lambda: (torch.zeros(1, 4, 2, 4, 4),), cp_hooks=True,
+)
+WAN_ANIMATE = _video(
+    "wan_animate", lambda seed=0, **o: tiny("WanAnimateTransformer3DModel", TINY_WAN_ANIMATE, seed, **o),
+    wan_animate_inputs, (6, 6, 6), 10000.0, 2e-7, (45, 80), _sampler("unipc-flow", "UniPCMultistepScheduler", UNIPC_FLOW),
 )
 SANA_VIDEO = _video(
     "sana_video", lambda seed=0, **o: tiny("SanaVideoTransformer3DModel", TINY_SANA_VIDEO, seed, **o),
