@@ -190,3 +190,48 @@ register_family(
         note="rows and columns each take half of the head, pairs split in halves",
     )
 )
+
+# -- HunyuanVideo Framepack: the module takes (frame_indices, height, width, device) ---------------------------------
+
+
+def _framepack_call(args: tuple, kwargs: dict):
+    names = ("frame_indices", "height", "width", "device")
+    bound = dict(zip(names, args), **kwargs)
+    return bound["frame_indices"], bound["height"], bound["width"], bound["device"]
+
+
+def framepack_positions(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """Frames at the indices the model passes (the generated section, clean and history latents each have
+    theirs), rows and columns arange over the latent's height and width in patches."""
+    frames, height, width, device = _framepack_call(args, kwargs)
+    sizes = (frames.shape[-1], height // module.patch_size, width // module.patch_size)
+    return grid_positions(sizes, device, (frames.reshape(-1),))
+
+
+# HunyuanVideoFramepackPipeline's default 720 x 1280 px, VAE 8 x patch 2. Every call of the module (the section
+# being generated, then its clean and 2x / 4x history latents at the same height and width) takes the plan of
+# the model's own latent.
+register_family(
+    Family(
+        name="hunyuan_video_framepack",
+        classes=(f"{DIFFUSERS}.transformer_hunyuan_video_framepack.HunyuanVideoFramepackTransformer3DModel",),
+        module="rope",
+        mechanism=Grid(
+            stock=f"{DIFFUSERS}.transformer_hunyuan_video_framepack.HunyuanVideoFramepackRotaryPosEmbed",
+            axes_dims=lambda m: m.rope_dim,
+            theta=lambda m: m.theta,
+            positions=framepack_positions,
+            tokens=lambda model, m, shape: patched_sizes(shape, (m.patch_size_t, m.patch_size, m.patch_size)),
+            probe=lambda m: ((), dict(
+                frame_indices=torch.tensor([0.0, 2.0, 5.0]), height=4 * m.patch_size, width=5 * m.patch_size,
+                device=device_of(m),
+            )),
+        ),
+        base_grid=(45, 80),
+        pixels_per_token=16,
+        time=TIMESTEP_1000,
+        rescaled_axes=SPATIAL,
+        title="HunyuanVideo Framepack",
+        note="history and clean latents keep their frame indices and the generated section's scale",
+    )
+)

@@ -24,6 +24,11 @@ TINY_WAN_ANIMATE = dict(
     motion_encoder_dim=8, face_encoder_hidden_dim=8, face_encoder_num_heads=2, inject_face_latents_blocks=1,
     motion_encoder_batch_size=4,
 )
+TINY_FRAMEPACK = dict(
+    in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=1,
+    num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=16, pooled_projection_dim=8,
+    rope_axes_dim=(4, 6, 6), has_image_proj=True, image_proj_dim=8, has_clean_x_embedder=True,
+)
 TINY_SANA_VIDEO = dict(
     in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=18, num_layers=1,
     num_cross_attention_heads=2, cross_attention_head_dim=18, cross_attention_dim=36, caption_channels=16,
@@ -76,6 +81,49 @@ def wan_animate_inputs(grid, batch=1, cond=None, seed=1):
         face_pixel_values=torch.randn(batch, 3, 4 * (f - 2) + 1, 16, 16, generator=g),
         return_dict=False,
     )
+
+
+# Framepack's frame indices as its pipeline splits them (inverted anti-drifting): the 4x history, the 2x history,
+# the clean latents (the image prefix at 0 and the 1x history), then the section being generated.
+FRAMEPACK_HISTORY = dict(history_4x=(1, 2, 3), history_2x=(4, 5), clean=(0, 6))
+FRAMEPACK_START = 7
+
+
+def framepack_inputs(grid, batch=1, cond=None, seed=1):
+    g = _noise(seed)
+    f, h, w = grid
+
+    def latent(frames):
+        return torch.randn(batch, 4, frames, 2 * h, 2 * w, generator=g)
+
+    x = dict(
+        hidden_states=latent(f),
+        encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        encoder_attention_mask=torch.ones(batch, TEXT),
+        pooled_projections=torch.randn(batch, 8, generator=g),
+        image_embeds=torch.randn(batch, 3, 8, generator=g),
+        indices_latents=torch.arange(f) + FRAMEPACK_START,
+        guidance=torch.full((batch,), 6000.0),
+        return_dict=False,
+    )
+    for name, indices in FRAMEPACK_HISTORY.items():
+        key = "latents_clean" if name == "clean" else f"latents_{name}"
+        x[key] = latent(len(indices))
+        x[f"indices_{key}"] = torch.tensor(indices)
+    return x
+
+
+def framepack_positions(grid, cond, calls):
+    """One table per call, in the model's order: the generated section, clean, 2x and 4x history, all on the
+    generated latent's rows and columns."""
+    f, h, w = grid
+    frames = [torch.arange(f) + FRAMEPACK_START] + [torch.tensor(FRAMEPACK_HISTORY[k]) for k in ("clean", "history_2x", "history_4x")]
+    out = []
+    for indices in frames:
+        pos = video_positions(len(indices), h, w)
+        pos[:, 0] = indices.double().repeat_interleave(h * w)
+        out.append(pos)
+    return out
 
 
 def hv15_inputs(grid, batch=1, cond=None, seed=1):
@@ -168,7 +216,7 @@ def _sampler(name, cls_name, config):
     return Sampler(name, lambda: scheduler_steps(cls_name, config))
 
 
-def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, positions=video_positions, **extra):
+def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, positions=None, **extra):
     return Family(
         name=name,
         adapter=name,
@@ -181,7 +229,7 @@ def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, po
             axes=axes,
             theta=theta,
             tables=lambda out: [interleaved(*out)],  # [1, L, 1, D] or [L, D]
-            positions=lambda grid, cond, calls: [positions(*grid)],
+            positions=positions or (lambda grid, cond, calls: [video_positions(*grid)]),
             dtype=torch.float32,
             tol=tol,
         ),
@@ -231,7 +279,8 @@ SKYREELS_V2 = _video(
 CHRONOEDIT = _video(
     "chronoedit", lambda seed=0, **o: tiny("ChronoEditTransformer3DModel", TINY_WAN_LIKE, seed, **o),
     wan_like_inputs, (6, 6, 6), 10000.0, 2e-7, (30, 52),
-    _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW), positions=chrono_positions,
+    _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW),
+    positions=lambda grid, cond, calls: [chrono_positions(*grid)],
     direct_call=lambda: (torch.zeros(1, 4, 2, 4, 4),), cp_hooks=True,
 )
 WAN_ANIMATE = _video(
@@ -247,6 +296,11 @@ HUNYUAN_VIDEO15 = _video(
     hv15_inputs, (4, 6, 6), 256.0, ANGLE_TOL, (30, 53),
     _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW),
     fullgraph=False,  # the stock model branches on torch.all(image_embeds == 0) (text- or image-to-video)
+)
+FRAMEPACK = _video(
+    "hunyuan_video_framepack", lambda seed=0, **o: tiny("HunyuanVideoFramepackTransformer3DModel", TINY_FRAMEPACK, seed, **o),
+    framepack_inputs, (4, 6, 6), 256.0, ANGLE_TOL, (45, 80),
+    _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW), positions=framepack_positions,
 )
 MOTIF_VIDEO = _video(
     "motif_video", lambda seed=0, **o: tiny("MotifVideoTransformer3DModel", TINY_MOTIF, seed, **o),
