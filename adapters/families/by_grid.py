@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..mechanisms.grid import Grid, device_of, grid_positions, patched_sizes
-from ..mechanisms.grid_formats import CosSin
+from ..mechanisms.grid_formats import CosSin, CosSinChannelsFirst
 from ..table import Family, Time, register_family
 
 DIFFUSERS = "diffusers.models.transformers"
@@ -233,5 +233,46 @@ register_family(
         rescaled_axes=SPATIAL,
         title="HunyuanVideo Framepack",
         note="history and clean latents keep their frame indices and the generated section's scale",
+    )
+)
+
+
+# -- Helios: (frame_indices [B, F], height, width, device) in tokens -> one [B, 2D, F, H, W] tensor ------------------
+
+
+def helios_positions(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """[B, F * H * W, 3]: each sample's frames at its own indices, rows and columns arange."""
+    frames, height, width, device = _framepack_call(args, kwargs)
+    frames = frames.to(device=device, dtype=torch.float32)
+    b, f = frames.shape
+    grid = grid_positions((f, height, width), device)  # frames-major
+    frame = frames.repeat_interleave(height * width, dim=1).unsqueeze(-1)
+    return torch.cat([frame, grid[:, 1:].expand(b, -1, -1)], dim=-1)
+
+
+# HeliosPipeline's default 384 x 640 px, VAE 8 x patch 2. The short / mid / long history latents are embedded by
+# further calls at their own frame indices, on the generated latent's scale.
+register_family(
+    Family(
+        name="helios",
+        classes=(f"{DIFFUSERS}.transformer_helios.HeliosTransformer3DModel",),
+        module="rope",
+        mechanism=Grid(
+            stock=f"{DIFFUSERS}.transformer_helios.HeliosRotaryPosEmbed",
+            axes_dims=lambda m: (m.DT, m.DY, m.DX),
+            theta=lambda m: m.theta,
+            positions=helios_positions,
+            tokens=lambda model, m, shape: patched_sizes(shape, model.config.patch_size),
+            probe=lambda m: ((), dict(
+                frame_indices=torch.tensor([[0.0, 2.0, 5.0]]), height=4, width=5, device=device_of(m),
+            )),
+            format=CosSinChannelsFirst(),
+        ),
+        base_grid=(24, 40),
+        pixels_per_token=16,
+        time=TIMESTEP_1000,
+        rescaled_axes=SPATIAL,
+        title="Helios",
+        note="history latents keep their frame indices and the generated chunk's scale",
     )
 )

@@ -29,6 +29,10 @@ TINY_FRAMEPACK = dict(
     num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=16, pooled_projection_dim=8,
     rope_axes_dim=(4, 6, 6), has_image_proj=True, image_proj_dim=8, has_clean_x_embedder=True,
 )
+TINY_HELIOS = dict(
+    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=18, in_channels=4, out_channels=4, text_dim=16,
+    freq_dim=16, ffn_dim=32, num_layers=1, rope_dim=(6, 6, 6),
+)
 TINY_SANA_VIDEO = dict(
     in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=18, num_layers=1,
     num_cross_attention_heads=2, cross_attention_head_dim=18, cross_attention_dim=36, caption_channels=16,
@@ -126,6 +130,46 @@ def framepack_positions(grid, cond, calls):
     return out
 
 
+# Helios's history latents (the pipeline's long / mid / short split), each at its own frame indices, before the
+# chunk being generated.
+HELIOS_HISTORY = dict(long=(0,), mid=(1, 2), short=(3, 4))
+HELIOS_START = 5
+
+
+def helios_inputs(grid, batch=1, cond=None, seed=1):
+    g = _noise(seed)
+    f, h, w = grid
+    x = dict(
+        hidden_states=torch.randn(batch, 4, f, 2 * h, 2 * w, generator=g),
+        encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        indices_hidden_states=(torch.arange(f) + HELIOS_START).expand(batch, -1),
+        return_dict=False,
+    )
+    for name, indices in HELIOS_HISTORY.items():
+        x[f"latents_history_{name}"] = torch.randn(batch, 4, len(indices), 2 * h, 2 * w, generator=g)
+        x[f"indices_latents_history_{name}"] = torch.tensor(indices).expand(batch, -1)
+    return x
+
+
+def helios_positions(grid, cond, calls):
+    """The model's calls in order: the generated chunk, then its short, mid and long history."""
+    f, h, w = grid
+    frames = [torch.arange(f) + HELIOS_START] + [torch.tensor(HELIOS_HISTORY[k]) for k in ("short", "mid", "long")]
+    out = []
+    for indices in frames:
+        pos = video_positions(len(indices), h, w)
+        pos[:, 0] = indices.double().repeat_interleave(h * w)
+        out.append(pos)
+    return out
+
+
+def channels_first(out) -> list:
+    """Helios: one [B, 2D, F, H, W] tensor, cos channels then sin channels, pairs interleaved in each."""
+    table = out[0].flatten(1).T  # [L, 2D] of the first sample
+    cos, sin = table.chunk(2, dim=-1)
+    return [interleaved(cos, sin)]
+
+
 def hv15_inputs(grid, batch=1, cond=None, seed=1):
     g = _noise(seed)
     return dict(
@@ -216,7 +260,7 @@ def _sampler(name, cls_name, config):
     return Sampler(name, lambda: scheduler_steps(cls_name, config))
 
 
-def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, positions=None, **extra):
+def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, positions=None, tables=None, **extra):
     return Family(
         name=name,
         adapter=name,
@@ -228,7 +272,7 @@ def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, po
         layout=RopeLayout(
             axes=axes,
             theta=theta,
-            tables=lambda out: [interleaved(*out)],  # [1, L, 1, D] or [L, D]
+            tables=tables or (lambda out: [interleaved(*out)]),  # [1, L, 1, D] or [L, D]
             positions=positions or (lambda grid, cond, calls: [video_positions(*grid)]),
             dtype=torch.float32,
             tol=tol,
@@ -301,6 +345,11 @@ FRAMEPACK = _video(
     "hunyuan_video_framepack", lambda seed=0, **o: tiny("HunyuanVideoFramepackTransformer3DModel", TINY_FRAMEPACK, seed, **o),
     framepack_inputs, (4, 6, 6), 256.0, ANGLE_TOL, (45, 80),
     _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW), positions=framepack_positions,
+)
+HELIOS = _video(
+    "helios", lambda seed=0, **o: tiny("HeliosTransformer3DModel", TINY_HELIOS, seed, **o),
+    helios_inputs, (6, 6, 6), 10000.0, ANGLE_TOL, (24, 40),
+    _sampler("helios", "HeliosScheduler", dict(stages=1)), positions=helios_positions, tables=channels_first,
 )
 MOTIF_VIDEO = _video(
     "motif_video", lambda seed=0, **o: tiny("MotifVideoTransformer3DModel", TINY_MOTIF, seed, **o),
