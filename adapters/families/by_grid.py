@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..mechanisms.grid import Grid, device_of, grid_positions, patched_sizes
-from ..mechanisms.grid_formats import CosSin, CosSinChannelsFirst
+from ..mechanisms.grid_formats import CosSin, CosSinChannelsFirst, RotationMatrices
 from ..table import Family, Time, register_family
 
 DIFFUSERS = "diffusers.models.transformers"
@@ -274,5 +274,55 @@ register_family(
         rescaled_axes=SPATIAL,
         title="Helios",
         note="history latents keep their frame indices and the generated chunk's scale",
+    )
+)
+
+
+# -- Kandinsky 5: visual_rope_embeddings(shape, pos, scale_factor) -> rotation matrices [B, F, H, W, 1, D/2, 2, 2] ---
+
+
+def _kandinsky_call(args: tuple, kwargs: dict):
+    bound = dict(zip(("shape", "pos", "scale_factor"), args), **kwargs)
+    return bound["pos"], bound.get("scale_factor", (1.0, 1.0, 1.0))
+
+
+def kandinsky_positions(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """The positions the pipeline passes (visual_rope_pos), divided by the call's scale_factor as the module
+    divides its angles: Kandinsky's own position interpolation stays, DyPE moves the frequencies on top."""
+    pos, scale_factor = _kandinsky_call(args, kwargs)
+    device = module.args_0.device
+    axes = [torch.as_tensor(p, device=device).to(torch.float32) / f for p, f in zip(pos, scale_factor)]
+    return grid_positions([len(a) for a in axes], device, axes)
+
+
+def kandinsky_probe(module: nn.Module):
+    device = module.args_0.device
+    pos = [torch.arange(n, device=device) for n in (3, 4, 5)]
+    return ((1, 3, 4, 5), pos, (1.0, 2.0, 2.0)), {}
+
+
+# Kandinsky5T2VPipeline's default 512 x 768 px, VAE 8 x patch 2 (the image pipelines default to 1024 x 1024:
+# pass base_resolution=1024 for those checkpoints).
+register_family(
+    Family(
+        name="kandinsky5",
+        classes=(f"{DIFFUSERS}.transformer_kandinsky.Kandinsky5Transformer3DModel",),
+        module="visual_rope_embeddings",
+        mechanism=Grid(
+            stock=f"{DIFFUSERS}.transformer_kandinsky.Kandinsky5RoPE3D",
+            axes_dims=lambda m: m.axes_dims,
+            theta=lambda m: m.max_period,
+            positions=kandinsky_positions,
+            # the latent is channels-last [B, F, H, W, C]
+            tokens=lambda model, m, shape: patched_sizes(shape[:-1], model.patch_size),
+            probe=kandinsky_probe,
+            format=RotationMatrices(),
+        ),
+        base_grid=(32, 48),
+        pixels_per_token=16,
+        time=TIMESTEP_1000,
+        rescaled_axes=SPATIAL,
+        title="Kandinsky 5",
+        note="angles (pos / scale_factor) x DyPE's frequencies: the pipeline's scale_factor is kept, DyPE acts on top",
     )
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .row import Family, RopeLayout, Sampler, interleaved
+from .row import Family, RopeLayout, Sampler, interleaved, matrix_pairs
 from .tiny import tiny
 from .video import video_positions
 
@@ -33,6 +33,12 @@ TINY_HELIOS = dict(
     patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=18, in_channels=4, out_channels=4, text_dim=16,
     freq_dim=16, ffn_dim=32, num_layers=1, rope_dim=(6, 6, 6),
 )
+TINY_KANDINSKY5 = dict(
+    in_visual_dim=4, in_text_dim=16, in_text_dim2=8, time_dim=16, out_visual_dim=4, patch_size=(1, 2, 2), model_dim=32,
+    ff_dim=32, num_text_blocks=1, num_visual_blocks=1, axes_dims=(4, 6, 6),
+)
+# Kandinsky5T2VPipeline's scale_factor for 480p-sized videos (1, 2, 2): rows and columns at half their index.
+KANDINSKY_SCALE = (1.0, 2.0, 2.0)
 TINY_SANA_VIDEO = dict(
     in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=18, num_layers=1,
     num_cross_attention_heads=2, cross_attention_head_dim=18, cross_attention_dim=36, caption_channels=16,
@@ -55,6 +61,17 @@ TINY_GLM = dict(
 )
 # HunyuanVideo / Motif turn positions by float32 angles: |angle| <= 24 positions x 1 rad, rounded at 2**-24.
 ANGLE_TOL = 24 * 2.0**-23
+
+
+def filled_zeros(model, seed: int = 3):
+    """Random weights where the model initialises them to zero (Kandinsky 5's modulations), so that its output
+    depends on its attention, and so on the RoPE tables."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return model
 
 
 def _noise(seed: int):
@@ -170,6 +187,25 @@ def channels_first(out) -> list:
     return [interleaved(cos, sin)]
 
 
+def kandinsky5_inputs(grid, batch=1, cond=None, seed=1):
+    """Kandinsky 5: a channels-last latent, positions as index ranges per axis, the pipeline's scale_factor."""
+    g = _noise(seed)
+    f, h, w = grid
+    return dict(
+        hidden_states=torch.randn(batch, f, 2 * h, 2 * w, 4, generator=g),
+        encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        pooled_projections=torch.randn(batch, 8, generator=g),
+        visual_rope_pos=[torch.arange(f), torch.arange(h), torch.arange(w)],
+        text_rope_pos=torch.arange(TEXT),
+        scale_factor=KANDINSKY_SCALE,
+        return_dict=False,
+    )
+
+
+def kandinsky5_positions(grid, cond, calls):
+    return [video_positions(*grid) / torch.tensor(KANDINSKY_SCALE, dtype=torch.float64)]
+
+
 def hv15_inputs(grid, batch=1, cond=None, seed=1):
     g = _noise(seed)
     return dict(
@@ -260,7 +296,8 @@ def _sampler(name, cls_name, config):
     return Sampler(name, lambda: scheduler_steps(cls_name, config))
 
 
-def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, positions=None, tables=None, **extra):
+def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, positions=None, tables=None,
+           encoding="rope", output=lambda out: out[0], **extra):
     return Family(
         name=name,
         adapter=name,
@@ -268,7 +305,7 @@ def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, po
         make_inputs=make_inputs,
         time_arg="timestep",
         pipeline_time=lambda ts: ts,
-        encoding="rope",
+        encoding=encoding,
         layout=RopeLayout(
             axes=axes,
             theta=theta,
@@ -282,7 +319,7 @@ def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, po
         above=(2, 6, 7),
         default_base=default_base,
         samplers=(sampler,),
-        output=lambda out: out[0],
+        output=output,
         lead=(2,),
         **extra,
     )
@@ -350,6 +387,12 @@ HELIOS = _video(
     "helios", lambda seed=0, **o: tiny("HeliosTransformer3DModel", TINY_HELIOS, seed, **o),
     helios_inputs, (6, 6, 6), 10000.0, ANGLE_TOL, (24, 40),
     _sampler("helios", "HeliosScheduler", dict(stages=1)), positions=helios_positions, tables=channels_first,
+)
+KANDINSKY5 = _video(
+    "kandinsky5", lambda seed=0, **o: filled_zeros(tiny("Kandinsky5Transformer3DModel", TINY_KANDINSKY5, seed, **o)),
+    kandinsky5_inputs, (4, 6, 6), 10000.0, ANGLE_TOL, (32, 48),
+    _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW), positions=kandinsky5_positions,
+    tables=lambda out: [matrix_pairs(out)], encoding="visual_rope_embeddings", output=lambda out: out,
 )
 MOTIF_VIDEO = _video(
     "motif_video", lambda seed=0, **o: tiny("MotifVideoTransformer3DModel", TINY_MOTIF, seed, **o),
