@@ -281,24 +281,38 @@ register_family(
 # -- Kandinsky 5: visual_rope_embeddings(shape, pos, scale_factor) -> rotation matrices [B, F, H, W, 1, D/2, 2, 2] ---
 
 
-def _kandinsky_call(args: tuple, kwargs: dict):
-    bound = dict(zip(("shape", "pos", "scale_factor"), args), **kwargs)
-    return bound["pos"], bound.get("scale_factor", (1.0, 1.0, 1.0))
+def kandinsky_rope(stock: str, names: tuple[str, ...], probe_args: Callable[[Sequence[Tensor]], tuple]) -> Grid:
+    """Kandinsky's RoPE3D: per-axis index tensors `pos` and a `scale_factor` dividing every axis's angles.
+
+    The positions DyPE uses are the pipeline's, divided by the call's scale_factor as the module divides its
+    angles: Kandinsky's own position interpolation stays, DyPE moves the frequencies on top."""
+
+    def positions(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+        bound = dict(zip(names, args), **kwargs)
+        pos, scale_factor = bound["pos"], bound.get("scale_factor", (1.0, 1.0, 1.0))
+        device = module.get_buffer(module_buffer(module)).device
+        axes = [torch.as_tensor(p, device=device).to(torch.float32) / f for p, f in zip(pos, scale_factor)]
+        return grid_positions([len(a) for a in axes], device, axes)
+
+    def probe(module: nn.Module):
+        device = module.get_buffer(module_buffer(module)).device
+        return probe_args([torch.arange(n, device=device) for n in (3, 4, 5)]), {}
+
+    return Grid(
+        stock=stock,
+        axes_dims=lambda m: m.axes_dims,
+        theta=lambda m: m.max_period,
+        positions=positions,
+        # the latent is channels-last [B, F, H, W, C]
+        tokens=lambda model, m, shape: patched_sizes(shape[:-1], model.patch_size),
+        probe=probe,
+        format=RotationMatrices(),
+    )
 
 
-def kandinsky_positions(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
-    """The positions the pipeline passes (visual_rope_pos), divided by the call's scale_factor as the module
-    divides its angles: Kandinsky's own position interpolation stays, DyPE moves the frequencies on top."""
-    pos, scale_factor = _kandinsky_call(args, kwargs)
-    device = module.args_0.device
-    axes = [torch.as_tensor(p, device=device).to(torch.float32) / f for p, f in zip(pos, scale_factor)]
-    return grid_positions([len(a) for a in axes], device, axes)
-
-
-def kandinsky_probe(module: nn.Module):
-    device = module.args_0.device
-    pos = [torch.arange(n, device=device) for n in (3, 4, 5)]
-    return ((1, 3, 4, 5), pos, (1.0, 2.0, 2.0)), {}
+def module_buffer(module: nn.Module) -> str:
+    """The first of the module's precomputed angle tables (Kandinsky 5: args_0, Kandinsky 6: angles_0)."""
+    return next(name for name, _ in module.named_buffers())
 
 
 # Kandinsky5T2VPipeline's default 512 x 768 px, VAE 8 x patch 2 (the image pipelines default to 1024 x 1024:
@@ -308,15 +322,9 @@ register_family(
         name="kandinsky5",
         classes=(f"{DIFFUSERS}.transformer_kandinsky.Kandinsky5Transformer3DModel",),
         module="visual_rope_embeddings",
-        mechanism=Grid(
-            stock=f"{DIFFUSERS}.transformer_kandinsky.Kandinsky5RoPE3D",
-            axes_dims=lambda m: m.axes_dims,
-            theta=lambda m: m.max_period,
-            positions=kandinsky_positions,
-            # the latent is channels-last [B, F, H, W, C]
-            tokens=lambda model, m, shape: patched_sizes(shape[:-1], model.patch_size),
-            probe=kandinsky_probe,
-            format=RotationMatrices(),
+        mechanism=kandinsky_rope(
+            f"{DIFFUSERS}.transformer_kandinsky.Kandinsky5RoPE3D", ("shape", "pos", "scale_factor"),
+            lambda pos: ((1, *(len(p) for p in pos)), pos, (1.0, 2.0, 2.0)),
         ),
         base_grid=(32, 48),
         pixels_per_token=16,
@@ -324,5 +332,25 @@ register_family(
         rescaled_axes=SPATIAL,
         title="Kandinsky 5",
         note="angles (pos / scale_factor) x DyPE's frequencies: the pipeline's scale_factor is kept, DyPE acts on top",
+    )
+)
+
+# Kandinsky6TI2VAPipeline's default 512 x 768 px, VAE 8 x patch 2. The audio stream's 1-D RoPE is left as it is;
+# the model's config scale_factor divides the video positions as in Kandinsky 5.
+register_family(
+    Family(
+        name="kandinsky6",
+        classes=(f"{DIFFUSERS}.transformer_kandinsky6.Kandinsky6Transformer3DModel",),
+        module="visual_rope_embeddings",
+        mechanism=kandinsky_rope(
+            f"{DIFFUSERS}.transformer_kandinsky6.Kandinsky6RoPE3D", ("pos", "scale_factor"),
+            lambda pos: (pos, (1.0, 2.0, 2.0)),
+        ),
+        base_grid=(32, 48),
+        pixels_per_token=16,
+        time=TIMESTEP_1000,
+        rescaled_axes=SPATIAL,
+        title="Kandinsky 6",
+        note="video RoPE as Kandinsky 5's; the audio stream's 1-D RoPE is not rescaled",
     )
 )

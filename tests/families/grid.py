@@ -37,6 +37,11 @@ TINY_KANDINSKY5 = dict(
     in_visual_dim=4, in_text_dim=16, in_text_dim2=8, time_dim=16, out_visual_dim=4, patch_size=(1, 2, 2), model_dim=32,
     ff_dim=32, num_text_blocks=1, num_visual_blocks=1, axes_dims=(4, 6, 6),
 )
+TINY_KANDINSKY6 = dict(
+    in_visual_dim=4, out_visual_dim=4, in_text_dim=16, in_text_dim2=8, time_dim=16, patch_size=(1, 2, 2), model_dim=32,
+    ff_dim=32, num_text_blocks=1, num_visual_blocks=1, axes_dims=(4, 6, 6), visual_cond=False, in_audio_dim=4,
+    out_audio_dim=4,
+)
 # Kandinsky5T2VPipeline's scale_factor for 480p-sized videos (1, 2, 2): rows and columns at half their index.
 KANDINSKY_SCALE = (1.0, 2.0, 2.0)
 TINY_SANA_VIDEO = dict(
@@ -198,6 +203,19 @@ def kandinsky5_inputs(grid, batch=1, cond=None, seed=1):
         visual_rope_pos=[torch.arange(f), torch.arange(h), torch.arange(w)],
         text_rope_pos=torch.arange(TEXT),
         scale_factor=KANDINSKY_SCALE,
+        return_dict=False,
+    )
+
+
+def kandinsky6_inputs(grid, batch=1, cond=None, seed=1):
+    """Kandinsky 6: a channels-last latent, the video positions by default (arange), its config's scale_factor."""
+    g = _noise(seed)
+    f, h, w = grid
+    return dict(
+        hidden_states=torch.randn(batch, f, 2 * h, 2 * w, 4, generator=g),
+        encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        pooled_projections=torch.randn(batch, 8, generator=g),
+        audio_hidden_states=torch.randn(batch, 3, 4, generator=g),
         return_dict=False,
     )
 
@@ -393,6 +411,12 @@ KANDINSKY5 = _video(
     kandinsky5_inputs, (4, 6, 6), 10000.0, ANGLE_TOL, (32, 48),
     _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW), positions=kandinsky5_positions,
     tables=lambda out: [matrix_pairs(out)], encoding="visual_rope_embeddings", output=lambda out: out,
+)
+KANDINSKY6 = _video(
+    "kandinsky6", lambda seed=0, **o: filled_zeros(tiny("Kandinsky6Transformer3DModel", TINY_KANDINSKY6, seed, **o)),
+    kandinsky6_inputs, (4, 6, 6), 10000.0, ANGLE_TOL, (32, 48),
+    _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW), positions=kandinsky5_positions,
+    tables=lambda out: [matrix_pairs(out)], encoding="visual_rope_embeddings",
 )
 MOTIF_VIDEO = _video(
     "motif_video", lambda seed=0, **o: tiny("MotifVideoTransformer3DModel", TINY_MOTIF, seed, **o),
