@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..mechanisms.grid import Grid, device_of, grid_positions, patched_sizes
 from ..mechanisms.grid_formats import CosSin, CosSinChannelsFirst, RotationMatrices
-from ..table import Family, Time, register_family
+from ..table import Family, Time, refuse, register_family
 
 DIFFUSERS = "diffusers.models.transformers"
 SPATIAL = (1, 2)  # (frames, rows, columns): rows and columns rescaled, frames keep their RoPE
@@ -353,4 +353,19 @@ register_family(
         title="Kandinsky 6",
         note="video RoPE as Kandinsky 5's; the audio stream's 1-D RoPE is not rescaled",
     )
+)
+
+# -- grid-built encodings DyPE cannot rescale meaningfully ----------------------------------------------------------
+
+refuse(
+    (f"{DIFFUSERS}.transformer_easyanimate.EasyAnimateTransformer3DModel",),
+    "EasyAnimate's RoPE maps every latent grid into its fixed 60 x 90-latent training region (a linspace over the "
+    "crop region of get_3d_rotary_pos_embed): positions never leave the trained range, so the model interpolates "
+    "by itself and there is no extrapolation for DyPE to take over",
+)
+refuse(
+    (f"{DIFFUSERS}.transformer_mochi.MochiTransformer3DModel",),
+    "Mochi's RoPE has learned frequencies that mix frames, rows and columns in every pair (pos_frequencies "
+    "[3, heads, D/2]) on positions scaled to a fixed area, so no pair belongs to one image axis and no position "
+    "leaves the trained range",
 )
