@@ -30,6 +30,25 @@ from .patching import PatchHandle, patch
 
 SHIFT_POLICIES = ("pinned", "linear")
 
+# Pipelines whose schedule does not depend on the resolution (a fixed `shift`, UniPC or DPM-Solver flow sigmas):
+# their own shift at any size is that fixed one, so enable() patches the transformer and leaves the scheduler
+# as it is. Family rows declare theirs (adapters/families/) by qualified class name.
+FIXED_SHIFT_PIPELINES: set[str] = set()
+
+
+def keep_scheduler_shift(*pipeline_classes: str) -> None:
+    """Declare pipelines ("package.module.Class") whose scheduler enable() leaves alone: their shift is fixed."""
+    for name in pipeline_classes:
+        if not (isinstance(name, str) and "." in name):
+            raise TypeError(f"pipelines are declared by qualified name 'package.module.Class', got {name!r}")
+    FIXED_SHIFT_PIPELINES.update(pipeline_classes)
+
+
+def _fixed_shift(pipe: Any) -> bool:
+    import dype_rope.adapters  # noqa: F401  (the family rows declare their pipelines on import)
+
+    return any(f"{c.__module__}.{c.__qualname__}" in FIXED_SHIFT_PIPELINES for c in type(pipe).__mro__)
+
 
 def linear_shift(image_seq_len: float, config: Any) -> float:
     """FLUX's resolution shift line (diffusers' calculate_shift), extrapolated past max_image_seq_len."""
@@ -70,8 +89,10 @@ def image_tokens(pipe: Any, height: int, width: int) -> int:
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive whole number of pixels, got {value!r}")
-    vae_factor = int(getattr(pipe, "vae_scale_factor", 8))
-    patch_px = int(getattr(getattr(pipe.transformer, "config", None), "patch_size", 1) or 1)
+    # video pipelines name their spatial factor apart from the temporal one
+    vae_factor = int(getattr(pipe, "vae_scale_factor_spatial", None) or getattr(pipe, "vae_scale_factor", 8))
+    patch = getattr(getattr(pipe.transformer, "config", None), "patch_size", 1) or 1
+    patch_px = int(patch[-1] if isinstance(patch, (tuple, list)) else patch)  # (frames, rows, columns): a side
     if hasattr(type(pipe), "_pack_latents"):
         patch_px = max(patch_px, 2)
     per_token = vae_factor * patch_px
@@ -145,7 +166,8 @@ class PipelineHandle:
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
-        return f"PipelineHandle(mu={self.mu:.4g}, image_seq_len={self.image_seq_len}, {self.transformer!r}, {state})"
+        mu = "the pipeline's own" if self.mu is None else f"{self.mu:.4g}"
+        return f"PipelineHandle(mu={mu}, image_seq_len={self.image_seq_len}, {self.transformer!r}, {state})"
 
 
 def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **patch_kwargs: Any) -> PipelineHandle:
@@ -161,6 +183,8 @@ def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None:
         raise TypeError(f"{type(pipe).__name__} has no scheduler")
+    if _fixed_shift(pipe):  # mu None: the scheduler keeps its own, resolution-independent shift
+        return PipelineHandle(patch(transformer, **patch_kwargs), None, image_tokens(pipe, height, width), lambda: None)
     _check_scheduler(scheduler)
     tokens = image_tokens(pipe, height, width)
     mu = resolution_shift(shift, scheduler.config, tokens)

@@ -10,6 +10,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from dype_rope.pipelines import keep_scheduler_shift
+
 from ..mechanisms.grid import Grid, device_of, grid_positions, patched_sizes
 from ..mechanisms.grid_formats import CosSin, CosSinChannelsFirst, RotationMatrices
 from ..table import Family, Time, refuse, register_family
@@ -368,4 +370,33 @@ refuse(
     "Mochi's RoPE has learned frequencies that mix frames, rows and columns in every pair (pos_frequencies "
     "[3, heads, D/2]) on positions scaled to a fixed area, so no pair belongs to one image axis and no position "
     "leaves the trained range",
+)
+
+# -- pipelines: those whose scheduler shift does not depend on the resolution keep it under dype_rope.enable() ----
+# (GlmImagePipeline, MotifVideoPipeline, HeliosPipeline and HunyuanVideoFramepackPipeline compute a resolution shift
+# mu and get enable()'s pinned or linear one.)
+
+PIPELINES = "diffusers.pipelines"
+keep_scheduler_shift(
+    # UniPC flow sigmas with a fixed flow_shift
+    *(f"{PIPELINES}.skyreels_v2.{m}" for m in (
+        "pipeline_skyreels_v2.SkyReelsV2Pipeline", "pipeline_skyreels_v2_i2v.SkyReelsV2ImageToVideoPipeline",
+        "pipeline_skyreels_v2_diffusion_forcing.SkyReelsV2DiffusionForcingPipeline",
+        "pipeline_skyreels_v2_diffusion_forcing_i2v.SkyReelsV2DiffusionForcingImageToVideoPipeline",
+        "pipeline_skyreels_v2_diffusion_forcing_v2v.SkyReelsV2DiffusionForcingVideoToVideoPipeline",
+    )),
+    f"{PIPELINES}.wan.pipeline_wan_animate.WanAnimatePipeline",
+    # DPM-Solver flow sigmas with a fixed flow_shift
+    f"{PIPELINES}.sana_video.pipeline_sana_video.SanaVideoPipeline",
+    f"{PIPELINES}.sana_video.pipeline_sana_video_i2v.SanaImageToVideoPipeline",
+    # FlowMatchEulerDiscreteScheduler with its fixed `shift`, set_timesteps called without mu
+    f"{PIPELINES}.chronoedit.pipeline_chronoedit.ChronoEditPipeline",
+    f"{PIPELINES}.hunyuan_video1_5.pipeline_hunyuan_video1_5.HunyuanVideo15Pipeline",
+    f"{PIPELINES}.hunyuan_video1_5.pipeline_hunyuan_video1_5_image2video.HunyuanVideo15ImageToVideoPipeline",
+    f"{PIPELINES}.hunyuan_image.pipeline_hunyuanimage.HunyuanImagePipeline",
+    *(f"{PIPELINES}.kandinsky5.{m}" for m in (
+        "pipeline_kandinsky.Kandinsky5T2VPipeline", "pipeline_kandinsky_i2v.Kandinsky5I2VPipeline",
+        "pipeline_kandinsky_t2i.Kandinsky5T2IPipeline", "pipeline_kandinsky_i2i.Kandinsky5I2IPipeline",
+    )),
+    f"{PIPELINES}.kandinsky6.pipeline_kandinsky6_ti2va.Kandinsky6TI2VAPipeline",
 )
