@@ -112,7 +112,9 @@ class DyPEGridRope(nn.Module):
     """Drop-in for a grid-built RoPE module: same call, same output format; the stock module is called and its
     numbers kept on every pair DyPE leaves untouched in this call."""
 
-    def __init__(self, original: nn.Module, grid: Grid, plan_of_call: Callable[[torch.device], tuple[RopePlan, Tensor]]):
+    def __init__(
+        self, original: nn.Module, grid: Grid, plan_of_call: Callable[[torch.device], tuple[RopePlan, Tensor]]
+    ) -> None:
         super().__init__()
         for name, value in vars(original).items():  # the stock module's plain settings (patch_size, rope_dim ...)
             if not name.startswith("_") and name != "training" and not isinstance(value, (Tensor, nn.Module)):
@@ -165,7 +167,9 @@ def install_grid(grid: Grid, adapter) -> None:
         raise ValueError(f"the grid mechanism swaps a module held by the model itself, got {family.module!r}")
     original = getattr(model, family.module)
     if isinstance(original, DyPEGridRope):
-        raise RuntimeError(f"{type(model).__name__}.{family.module} is already a DyPE embedding (a copy of a patched model?)")
+        raise RuntimeError(
+            f"{type(model).__name__}.{family.module} is already a DyPE embedding (a copy of a patched model?)"
+        )
     if qualified_name(type(original)) != grid.stock:
         raise TypeError(
             f"{type(model).__name__}.{family.module} is {qualified_name(type(original))}, not {grid.stock} "

@@ -143,7 +143,8 @@ def framepack_positions(grid, cond, calls):
     """One table per call, in the model's order: the generated section, clean, 2x and 4x history, all on the
     generated latent's rows and columns."""
     f, h, w = grid
-    frames = [torch.arange(f) + FRAMEPACK_START] + [torch.tensor(FRAMEPACK_HISTORY[k]) for k in ("clean", "history_2x", "history_4x")]
+    history = [torch.tensor(FRAMEPACK_HISTORY[k]) for k in ("clean", "history_2x", "history_4x")]
+    frames = [torch.arange(f) + FRAMEPACK_START, *history]
     out = []
     for indices in frames:
         pos = video_positions(len(indices), h, w)
@@ -384,7 +385,8 @@ CHRONOEDIT = _video(
 )
 WAN_ANIMATE = _video(
     "wan_animate", lambda seed=0, **o: tiny("WanAnimateTransformer3DModel", TINY_WAN_ANIMATE, seed, **o),
-    wan_animate_inputs, (6, 6, 6), 10000.0, 2e-7, (45, 80), _sampler("unipc-flow", "UniPCMultistepScheduler", UNIPC_FLOW),
+    wan_animate_inputs, (6, 6, 6), 10000.0, 2e-7, (45, 80),
+    _sampler("unipc-flow", "UniPCMultistepScheduler", UNIPC_FLOW),
 )
 SANA_VIDEO = _video(
     "sana_video", lambda seed=0, **o: tiny("SanaVideoTransformer3DModel", TINY_SANA_VIDEO, seed, **o),
@@ -397,7 +399,8 @@ HUNYUAN_VIDEO15 = _video(
     fullgraph=False,  # the stock model branches on torch.all(image_embeds == 0) (text- or image-to-video)
 )
 FRAMEPACK = _video(
-    "hunyuan_video_framepack", lambda seed=0, **o: tiny("HunyuanVideoFramepackTransformer3DModel", TINY_FRAMEPACK, seed, **o),
+    "hunyuan_video_framepack",
+    lambda seed=0, **o: tiny("HunyuanVideoFramepackTransformer3DModel", TINY_FRAMEPACK, seed, **o),
     framepack_inputs, (4, 6, 6), 256.0, ANGLE_TOL, (45, 80),
     _sampler("flow-match-euler", "FlowMatchEulerDiscreteScheduler", EULER_FLOW), positions=framepack_positions,
 )
