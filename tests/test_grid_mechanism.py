@@ -10,7 +10,7 @@ import torch
 import dype_rope
 from dype_rope.timestep import MIXED_TIMES
 from families.grid import (
-    HUNYUAN_IMAGE, KANDINSKY5, SKYREELS_V2, TINY_HUNYUAN_IMAGE, TINY_WAN_LIKE, chrono_positions, video_positions,
+    HELIOS, HUNYUAN_IMAGE, KANDINSKY5, SKYREELS_V2, TINY_HUNYUAN_IMAGE, TINY_WAN_LIKE, chrono_positions, video_positions,
 )
 from families.row import encoding_calls, interleaved, matrix_pairs
 from families.tiny import tiny
@@ -133,3 +133,27 @@ def test_hunyuan_image_interleaved_tables_are_read_as_the_module_lays_them_out()
     positions = torch.stack(torch.meshgrid(torch.arange(3), torch.arange(4), indexing="ij"), -1).reshape(-1, 2)
     want = reference(positions.double(), (8, 8), 256.0, (1.0, 1.0), 1.0, (1.0, 1.0))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def sample(x: dict, i: int, batch: int) -> dict:
+    """Sample i of batched inputs: every top-level tensor with the batch in front, sliced."""
+    return {k: v[i : i + 1] if torch.is_tensor(v) and v.dim() and v.shape[0] == batch else v for k, v in x.items()}
+
+
+@pytest.mark.parametrize("row", [HELIOS, KANDINSKY5], ids=lambda r: r.name)
+def test_tables_with_a_batch_dimension_get_one_plan_per_sample(row):
+    """A batch whose samples sit at different times (batched serving): each sample's tables are the ones it gets
+    alone, bit for bit, and so is its output up to the batch's own float rounding."""
+    model, batch = row.build(), 3
+    x = row.make_inputs((2, 6, 7), batch=batch, cond=None, seed=1)
+    x[row.time_arg] = row.pipeline_time(torch.tensor([1000.0, 400.0, 0.0]))
+    with dype_rope.patch(model, base_grid=(3, 4)):
+        out = []
+        calls = encoding_calls(model, row.encoding, lambda: out.append(row.run(model, x)))
+        for i in range(batch):
+            alone = []
+            single = encoding_calls(model, row.encoding, lambda: alone.append(row.run(model, sample(x, i, batch))))
+            for (_, got), (_, want) in zip(calls, single):
+                got = got[i : i + 1] if got.shape[0] == batch else got
+                assert torch.equal(got, want), (i, row.name)
+            torch.testing.assert_close(out[0][i : i + 1], alone[0], rtol=1e-5, atol=1e-5)

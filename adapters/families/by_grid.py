@@ -269,6 +269,7 @@ register_family(
                 frame_indices=torch.tensor([[0.0, 2.0, 5.0]]), height=4, width=5, device=device_of(m),
             )),
             format=CosSinChannelsFirst(),
+            per_sample=True,  # its tables carry the batch: one plan per sample
         ),
         base_grid=(24, 40),
         pixels_per_token=16,
@@ -283,7 +284,9 @@ register_family(
 # -- Kandinsky 5: visual_rope_embeddings(shape, pos, scale_factor) -> rotation matrices [B, F, H, W, 1, D/2, 2, 2] ---
 
 
-def kandinsky_rope(stock: str, names: tuple[str, ...], probe_args: Callable[[Sequence[Tensor]], tuple]) -> Grid:
+def kandinsky_rope(
+    stock: str, names: tuple[str, ...], probe_args: Callable[[Sequence[Tensor]], tuple], per_sample: bool
+) -> Grid:
     """Kandinsky's RoPE3D: per-axis index tensors `pos` and a `scale_factor` dividing every axis's angles.
 
     The positions DyPE uses are the pipeline's, divided by the call's scale_factor as the module divides its
@@ -309,6 +312,7 @@ def kandinsky_rope(stock: str, names: tuple[str, ...], probe_args: Callable[[Seq
         tokens=lambda model, m, shape: patched_sizes(shape[:-1], model.patch_size),
         probe=probe,
         format=RotationMatrices(),
+        per_sample=per_sample,
     )
 
 
@@ -327,6 +331,7 @@ register_family(
         mechanism=kandinsky_rope(
             f"{DIFFUSERS}.transformer_kandinsky.Kandinsky5RoPE3D", ("shape", "pos", "scale_factor"),
             lambda pos: ((1, *(len(p) for p in pos)), pos, (1.0, 2.0, 2.0)),
+            per_sample=True,  # its tables are repeated over the batch: one plan per sample
         ),
         base_grid=(32, 48),
         pixels_per_token=16,
@@ -347,6 +352,7 @@ register_family(
         mechanism=kandinsky_rope(
             f"{DIFFUSERS}.transformer_kandinsky6.Kandinsky6RoPE3D", ("pos", "scale_factor"),
             lambda pos: (pos, (1.0, 2.0, 2.0)),
+            per_sample=False,  # one table [F, H, W, ...] for the whole batch
         ),
         base_grid=(32, 48),
         pixels_per_token=16,

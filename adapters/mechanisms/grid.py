@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype, plain_plan
-from dype_rope.timestep import diffusion_time
+from dype_rope.timestep import diffusion_time, diffusion_times
 
 from ..base import argument_reader, qualified_name, spans_on
 from ..parallel import swap_module
@@ -53,7 +53,9 @@ class Grid:
     latent:    the model's forward argument holding the generated latent;
     n_axes:    the number of axes the row describes where the module may have others (refused);
     timestep_shift: added to the timestep argument before the row's Time conversion (a pipeline passing
-               timestep - 1).
+               timestep - 1);
+    per_sample: the output carries a batch dimension, so a batch of different times gets one plan per sample
+               (elsewhere one plan per call, and such a batch is refused above the base grid).
     """
 
     stock: str
@@ -66,6 +68,7 @@ class Grid:
     latent: str = "hidden_states"
     n_axes: int | None = None
     timestep_shift: float = 0.0
+    per_sample: bool = False
 
     def install(self, adapter) -> None:
         install_grid(self, adapter)
@@ -90,9 +93,11 @@ def patched_sizes(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, ...]
 
 
 def pair_tables(positions: Tensor, plan: RopePlan) -> tuple[Tensor, Tensor]:
-    """(mscale cos, mscale sin) [..., L, D/2] of every pair, in the plan's dtype (float64 where the device has it)."""
+    """(mscale cos, mscale sin) [..., L, D/2] of every pair, in the plan's dtype (float64 where the device has it);
+    a plan per sample ([B, D/2]) gives [B, L, D/2]."""
     inv_freq, mscale, pair_axis = plan
-    angles = positions.to(inv_freq.dtype).index_select(-1, pair_axis) * inv_freq
+    angles = positions.to(inv_freq.dtype).index_select(-1, pair_axis) * inv_freq.unsqueeze(-2)
+    mscale = mscale.unsqueeze(-2)
     return angles.cos() * mscale, angles.sin() * mscale
 
 
@@ -213,14 +218,15 @@ def install_grid(grid: Grid, adapter) -> None:
                 timestep = timestep.amax(dim=1)
             if grid.timestep_shift:
                 timestep = timestep + grid.timestep_shift
-            t = diffusion_time(timestep, divide_by=time.divide_by, reverse=time.reverse, dtype=dtype, device=device)
+            times = diffusion_times if grid.per_sample else diffusion_time  # [B] or one shared (NaN if mixed)
+            t = times(timestep, divide_by=time.divide_by, reverse=time.reverse, dtype=dtype, device=device)
             sizes = tuple(grid.tokens(model, original, step.grid))
             spans = spans_on(sizes, dtype, device)
             plan = adapter.plan_step(t, spans, axes_dims, theta, base_lens)
         plan = step.plan
         plain = plain_plan(axes_dims, theta, device=plan.inv_freq.device, dtype=plan.inv_freq.dtype)
         # pairs DyPE leaves as they are keep the stock module's own numbers
-        return plan, (plan.inv_freq == plain.inv_freq) & (plan.mscale == 1)
+        return plan, (plan.inv_freq == plain.inv_freq) & (plan.mscale == 1)  # [D/2], or [B, D/2] per sample
 
     swap_module(adapter, family.module, DyPEGridRope(original, grid, plan_of_call))
     adapter.hook_calls(begin)

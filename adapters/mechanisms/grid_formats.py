@@ -3,7 +3,8 @@ the (m cos, m sin) of every pair of every token.
 
 A format turns DyPE's per-pair tables [..., L, D/2] into the stock output's structure (`assemble`) and says which
 of its numbers belong to which pair (`pair_mask`), so that `merge` keeps the stock number on every pair DyPE
-leaves untouched. Token-major outputs of any leading shape ([L, D], [1, L, 1, D], [B, F, H, W, 1, D/2, 2, 2])
+leaves untouched. Formats whose output carries a batch dimension also take per-sample tables [B, L, D/2] and
+masks [B, D/2] (one plan per sample). Token-major outputs of any leading shape ([L, D], [1, L, 1, D], [B, F, H, W, 1, D/2, 2, 2])
 are matched by reshaping; a batch the stock module repeats is expanded.
 """
 
@@ -35,7 +36,7 @@ def expand_pairs(x: Tensor, layout: str) -> Tensor:
 class Format(Protocol):
     def assemble(self, stock: Any, cos: Tensor, sin: Tensor) -> Any: ...
 
-    def pair_mask(self, untouched: Tensor) -> Tensor: ...
+    def pair_mask(self, untouched: Tensor, stock: Any) -> Tensor: ...
 
 
 def _where(mask: Tensor, stock: Tensor, table: Tensor) -> Tensor:
@@ -45,7 +46,7 @@ def _where(mask: Tensor, stock: Tensor, table: Tensor) -> Tensor:
 class _Merging:
     def merge(self, stock: Any, cos: Tensor, sin: Tensor, untouched: Tensor) -> Any:
         """The stock output with DyPE's numbers on every pair not `untouched` ([D/2] bool)."""
-        mask = self.pair_mask(untouched)
+        mask = self.pair_mask(untouched, stock)
         table = self.assemble(stock, cos, sin)
         if isinstance(stock, Tensor):
             return _where(mask, stock, table)
@@ -79,7 +80,9 @@ class CosSin(_Merging):
             raise ValueError(f"the stock output is not a (cos, sin) pair of tensors but {type(stock).__name__}")
         return tuple(fit(expand_pairs(x, self.layout).to(s.dtype), s) for x, s in zip((cos, sin), stock))
 
-    def pair_mask(self, untouched: Tensor) -> Tensor:
+    def pair_mask(self, untouched: Tensor, stock) -> Tensor:
+        if untouched.dim() > 1:
+            raise ValueError("(cos, sin) tables without a batch dimension take one plan per call")
         return expand_pairs(untouched, self.layout)
 
 
@@ -96,9 +99,10 @@ class CosSinChannelsFirst(_Merging):
         table = table.reshape(-1, f, h, w, table.shape[-1]).permute(0, 4, 1, 2, 3)
         return table.to(stock.dtype).expand(b, *table.shape[1:])
 
-    def pair_mask(self, untouched: Tensor) -> Tensor:
+    def pair_mask(self, untouched: Tensor, stock) -> Tensor:
         channels = expand_pairs(untouched, "interleaved")
-        return torch.cat([channels, channels]).view(-1, 1, 1, 1)
+        both = torch.cat([channels, channels], dim=-1)  # [(B,) 2D]
+        return both.reshape(*both.shape, 1, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -111,5 +115,8 @@ class RotationMatrices(_Merging):
         table = torch.stack([cos, -sin, sin, cos], dim=-1).unflatten(-1, (2, 2))
         return fit(table.to(stock.dtype), stock)
 
-    def pair_mask(self, untouched: Tensor) -> Tensor:
-        return untouched.view(-1, 1, 1)
+    def pair_mask(self, untouched: Tensor, stock) -> Tensor:
+        if untouched.dim() == 1:
+            return untouched.view(-1, 1, 1)
+        # per sample: the batch on the stock's first axis, the pairs on its fourth from last
+        return untouched.reshape(untouched.shape[0], *(1,) * (stock.dim() - 4), untouched.shape[-1], 1, 1)
