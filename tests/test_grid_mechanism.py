@@ -157,3 +157,28 @@ def test_tables_with_a_batch_dimension_get_one_plan_per_sample(row):
                 got = got[i : i + 1] if got.shape[0] == batch else got
                 assert torch.equal(got, want), (i, row.name)
             torch.testing.assert_close(out[0][i : i + 1], alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("aspect", ["per-axis", "isotropic"])
+def test_a_base_grid_with_frames_rescales_the_frames_too(aspect):
+    """base_grid=(frames, rows, columns): frames get their own ratio (2 here), rows and columns theirs ("isotropic"
+    shares the larger between rows and columns only)."""
+    model = SKYREELS_V2.build()
+    x = SKYREELS_V2.inputs((2, 6, 7), 0.375)
+    with dype_rope.patch(model, base_grid=(1, 3, 4), aspect=aspect) as handle:
+        assert handle.base_grid == (1, 3, 4)
+        got = tables(SKYREELS_V2, model, x)
+    rows, cols = (2.0, 2.0) if aspect == "isotropic" else (2.0, 7 / 4)
+    want = reference(video_positions(2, 6, 7), (6, 6, 6), 10000.0, (2.0, rows, cols), 0.375, (1.0, 3.0, 4.0))
+    torch.testing.assert_close(got[0], want, rtol=0, atol=2e-7)
+    with dype_rope.patch(model, base_grid=(3, 4)):  # the class default stays spatial-only
+        spatial = tables(SKYREELS_V2, model, x)
+    assert not torch.equal(spatial[0], got[0])
+
+
+def test_a_base_grid_with_frames_is_stock_at_its_own_size():
+    model = SKYREELS_V2.build()
+    x = SKYREELS_V2.inputs((5, 3, 4), 1.0)
+    ref = SKYREELS_V2.run(model, x)
+    with dype_rope.patch(model, base_grid=(5, 3, 4)):
+        assert torch.equal(SKYREELS_V2.run(model, x), ref)

@@ -103,6 +103,7 @@ def video(name: str, classes: str, grid: Grid, base: tuple[int, int], title: str
             pixels_per_token=ppt,
             time=TIMESTEP_1000,
             rescaled_axes=SPATIAL,
+            temporal_axis=0,
             title=title,
             note=note,
         )
@@ -233,6 +234,7 @@ register_family(
         pixels_per_token=16,
         time=TIMESTEP_1000,
         rescaled_axes=SPATIAL,
+        temporal_axis=0,
         title="HunyuanVideo Framepack",
         note="history and clean latents keep their frame indices and the generated section's scale",
     )
@@ -275,6 +277,7 @@ register_family(
         pixels_per_token=16,
         time=TIMESTEP_1000,
         rescaled_axes=SPATIAL,
+        temporal_axis=0,
         title="Helios",
         note="history latents keep their frame indices and the generated chunk's scale",
     )
@@ -337,6 +340,7 @@ register_family(
         pixels_per_token=16,
         time=TIMESTEP_1000,
         rescaled_axes=SPATIAL,
+        temporal_axis=0,
         title="Kandinsky 5",
         note="angles (pos / scale_factor) x DyPE's frequencies: the pipeline's scale_factor is kept, DyPE acts on top",
     )
@@ -358,6 +362,7 @@ register_family(
         pixels_per_token=16,
         time=TIMESTEP_1000,
         rescaled_axes=SPATIAL,
+        temporal_axis=0,
         title="Kandinsky 6",
         note="video RoPE as Kandinsky 5's; the audio stream's 1-D RoPE is not rescaled",
     )

@@ -334,7 +334,7 @@ def _video(name, build, make_inputs, axes, theta, tol, default_base, sampler, po
             tol=tol,
         ),
         base=(3, 4),
-        below=(((3, 3, 4), (3, 4)), ((2, 2, 3), (3, 4))),
+        below=(((3, 3, 4), (3, 4)), ((2, 2, 3), (3, 4)), ((5, 3, 4), (5, 3, 4))),  # last: frames rescaled too
         above=(2, 6, 7),
         default_base=default_base,
         samplers=(sampler,),
