@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+import torch
+
 from .base import Adapter, refuse_classes, register_adapter
 
 
@@ -50,12 +52,34 @@ class Family:
     rescaled_axes: tuple[int, ...] = (1, 2)  # the mechanism's axes of (rows, cols) that base_grid describes
     title: str = ""  # the family as users know it, for docs ("FLUX.3")
     note: str = ""  # one line for the supported-models table
+    # a video's frames axis of the mechanism: rescaled too when base_grid names a frame count (frames, rows, cols)
+    temporal_axis: int | None = None
 
 
 class TableAdapter(Adapter):
     """The adapter of one table row; :func:`register_family` subclasses it per row."""
 
     family: Family
+
+    def __init__(self, model, cfg, base_grid, *args, **kwargs) -> None:
+        spatial = tuple(self.family.rescaled_axes)
+        frames = self.family.temporal_axis
+        if frames is not None and base_grid is not None and len(tuple(base_grid)) == len(spatial) + 1:
+            self.rescaled_axes = (frames, *spatial)  # this instance's: the class stays spatial
+        super().__init__(model, cfg, base_grid, *args, **kwargs)
+
+    def axis_scales(self, spans):
+        """As Adapter.axis_scales; with a rescaled frames axis, "isotropic" shares the largest ratio between rows
+        and columns only: frames are another kind of extent and keep their own (as adapters/video.py)."""
+        temporal = self.family.temporal_axis
+        if temporal is None or temporal not in self.rescaled_axes:
+            return super().axis_scales(spans)
+        ratios = {a: spans[a] / base for a, base in zip(self.rescaled_axes, self.base_grid)}
+        if self.aspect == "isotropic":
+            largest = torch.stack([r for a, r in ratios.items() if a != temporal]).amax()
+            ratios = {a: r if a == temporal else largest for a, r in ratios.items()}
+        one = torch.ones((), dtype=spans.dtype, device=spans.device)
+        return torch.stack([ratios.get(a, one) for a in range(spans.shape[0])])
 
     def default_base_grid(self) -> tuple[int, ...]:
         return self.family.base_grid

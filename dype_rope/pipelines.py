@@ -30,24 +30,24 @@ from .patching import PatchHandle, patch
 
 SHIFT_POLICIES = ("pinned", "linear")
 
-# Pipelines whose schedule does not depend on the image size: they never compute a mu (DDIM / DPM schedules, fixed
-# Karras or flow sigmas), so there is no resolution shift to pin. enable() patches their transformer and leaves
-# the scheduler as it is. Qualified class names, matched along the pipeline's MRO.
-UNSHIFTED_PIPELINES = {
-    "diffusers.pipelines.allegro.pipeline_allegro.AllegroPipeline",
-    "diffusers.pipelines.cogvideo.pipeline_cogvideox.CogVideoXPipeline",
-    "diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video.CogVideoXImageToVideoPipeline",
-    "diffusers.pipelines.cogvideo.pipeline_cogvideox_video2video.CogVideoXVideoToVideoPipeline",
-    "diffusers.pipelines.cogvideo.pipeline_cogvideox_fun_control.CogVideoXFunControlPipeline",
-    "diffusers.pipelines.cosmos.pipeline_cosmos2_text2image.Cosmos2TextToImagePipeline",
-    "diffusers.pipelines.cosmos.pipeline_cosmos2_video2world.Cosmos2VideoToWorldPipeline",
-    "diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict.Cosmos2_5_PredictBasePipeline",
-}
+# Pipelines whose schedule does not depend on the image size (a fixed `shift`, UniPC or DPM-Solver flow sigmas, DDIM
+# or Karras schedules): there is no resolution shift to pin, so enable() patches the transformer and leaves the
+# scheduler as it is. Family rows declare theirs (adapters/families/) by qualified class name.
+FIXED_SHIFT_PIPELINES: set[str] = set()
 
 
-def unshifted(pipe: Any) -> bool:
-    """Whether `pipe` is one of UNSHIFTED_PIPELINES (or a subclass of one)."""
-    return any(f"{c.__module__}.{c.__qualname__}" in UNSHIFTED_PIPELINES for c in type(pipe).__mro__)
+def keep_scheduler_shift(*pipeline_classes: str) -> None:
+    """Declare pipelines ("package.module.Class") whose scheduler enable() leaves alone: their shift is fixed."""
+    for name in pipeline_classes:
+        if not (isinstance(name, str) and "." in name):
+            raise TypeError(f"pipelines are declared by qualified name 'package.module.Class', got {name!r}")
+    FIXED_SHIFT_PIPELINES.update(pipeline_classes)
+
+
+def _fixed_shift(pipe: Any) -> bool:
+    import dype_rope.adapters  # noqa: F401  (the family rows declare their pipelines on import)
+
+    return any(f"{c.__module__}.{c.__qualname__}" in FIXED_SHIFT_PIPELINES for c in type(pipe).__mro__)
 
 
 def linear_shift(image_seq_len: float, config: Any) -> float:
@@ -89,10 +89,10 @@ def image_tokens(pipe: Any, height: int, width: int) -> int:
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive whole number of pixels, got {value!r}")
-    # video pipelines name the factor vae_scale_factor_spatial and their patch size (frames, rows, columns)
-    vae_factor = int(getattr(pipe, "vae_scale_factor", None) or getattr(pipe, "vae_scale_factor_spatial", 8))
+    # video pipelines name their spatial factor apart from the temporal one
+    vae_factor = int(getattr(pipe, "vae_scale_factor_spatial", None) or getattr(pipe, "vae_scale_factor", 8))
     patch = getattr(getattr(pipe.transformer, "config", None), "patch_size", 1) or 1
-    patch_px = int(patch[-1] if isinstance(patch, (tuple, list)) else patch)
+    patch_px = int(patch[-1] if isinstance(patch, (tuple, list)) else patch)  # (frames, rows, columns): a side
     if hasattr(type(pipe), "_pack_latents"):
         patch_px = max(patch_px, 2)
     per_token = vae_factor * patch_px
@@ -168,7 +168,7 @@ class PipelineHandle:
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
-        mu = "none" if self.mu is None else f"{self.mu:.4g}"  # None: a pipeline without a resolution shift
+        mu = "the pipeline's own" if self.mu is None else f"{self.mu:.4g}"  # None: no resolution shift to pin
         return f"PipelineHandle(mu={mu}, image_seq_len={self.image_seq_len}, {self.transformer!r}, {state})"
 
 
@@ -186,10 +186,10 @@ def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **
     if scheduler is None:
         raise TypeError(f"{type(pipe).__name__} has no scheduler")
     tokens = image_tokens(pipe, height, width)
-    if unshifted(pipe):
+    if _fixed_shift(pipe):  # mu None: the scheduler keeps its own, resolution-independent schedule
         if shift != "pinned":
             raise ValueError(
-                f"{type(pipe).__name__} has no resolution shift (its schedule does not depend on the image size); "
+                f"{type(pipe).__name__} has no resolution shift to set (its schedule does not depend on the image size); "
                 f"leave shift at its default instead of {shift!r}"
             )
         return PipelineHandle(patch(transformer, **patch_kwargs), None, tokens, lambda: None)

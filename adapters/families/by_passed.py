@@ -6,7 +6,21 @@ from __future__ import annotations
 
 from ..mechanisms.axis_theta import AxisThetaGrid
 from ..mechanisms.passed import PassedAxisTables, PassedGridTables
+from dype_rope.pipelines import keep_scheduler_shift
+
 from ..table import Family, Time, refuse, register_family
+
+# Their schedules (DDIM / DPM, fixed Karras or flow sigmas) do not depend on the image size: enable() leaves them.
+keep_scheduler_shift(
+    "diffusers.pipelines.allegro.pipeline_allegro.AllegroPipeline",
+    "diffusers.pipelines.cogvideo.pipeline_cogvideox.CogVideoXPipeline",
+    "diffusers.pipelines.cogvideo.pipeline_cogvideox_image2video.CogVideoXImageToVideoPipeline",
+    "diffusers.pipelines.cogvideo.pipeline_cogvideox_video2video.CogVideoXVideoToVideoPipeline",
+    "diffusers.pipelines.cogvideo.pipeline_cogvideox_fun_control.CogVideoXFunControlPipeline",
+    "diffusers.pipelines.cosmos.pipeline_cosmos2_text2image.Cosmos2TextToImagePipeline",
+    "diffusers.pipelines.cosmos.pipeline_cosmos2_video2world.Cosmos2VideoToWorldPipeline",
+    "diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict.Cosmos2_5_PredictBasePipeline",
+)
 
 COGVIDEOX = "diffusers.models.transformers.cogvideox_transformer_3d.CogVideoXTransformer3DModel"
 
