@@ -28,8 +28,13 @@ from .embed import DyPEComfyEmbed
 from .families import FAMILIES, ComfyFamily
 
 
-def patch_size_hw(diffusion_model: nn.Module, attr: str = "patch_size") -> tuple[int, int]:
-    """The model's patch size on (rows, cols): an int, or a (frames, rows, cols) / (rows, cols) sequence."""
+def patch_size_hw(diffusion_model: nn.Module, attr: "str | ComfyFamily" = "patch_size") -> tuple[int, int]:
+    """The model's patch size on (rows, cols): an int, or a (frames, rows, cols) / (rows, cols) sequence; given a
+    family row, the row's fixed patch where it has one, else the attribute the row names."""
+    if isinstance(attr, ComfyFamily):
+        if attr.patch is not None:
+            return attr.patch, attr.patch
+        attr = attr.patch_attr
     ps = getattr(diffusion_model, attr, None)
     if isinstance(ps, int):
         return ps, ps
@@ -69,7 +74,7 @@ class ComfyAdapter(Adapter):
             raise ValueError(f"the {self.name} adapter finds its embedders itself; drop module=")
         super().__init__(model, cfg, base_grid, aspect, backend, module)
         self.state = CallState()
-        self.patch_hw = patch_size_hw(model, self.family.patch_attr)
+        self.patch_hw = patch_size_hw(model, self.family)
         self.stock = {path: self._embedder(path, (stock or {}).get(path)) for path in self.family.embedders}
         first = self.stock[self.family.embedders[0]]
         self.axes_dims = check_axes_dims(first.axes_dim)
@@ -180,17 +185,72 @@ def _adapter_for(family: ComfyFamily) -> type[ComfyAdapter]:
     cls.rescaled_axes = family.id_axes
     cls.pixels_per_token = family.pixels_per_token
     cls.__doc__ = f"ComfyUI {family.note or family.name}."
-    return register_adapter(*family.classes)(cls)
+    return cls
 
 
 ADAPTERS: dict[str, type[ComfyAdapter]] = {family.name: _adapter_for(family) for family in FAMILIES}
 
 
-def comfy_adapter_class(diffusion_model: nn.Module) -> type[ComfyAdapter]:
-    """The adapter for a ComfyUI diffusion model, or a TypeError naming the families there are."""
+def _rows_of(diffusion_model: nn.Module) -> list[ComfyFamily]:
     names = {qualified_name(c) for c in type(diffusion_model).__mro__}
-    for family in FAMILIES:
-        if names & set(family.classes):
+    return [family for family in FAMILIES if names & set(family.classes)]
+
+
+def _embedder_axes(diffusion_model: nn.Module, family: ComfyFamily) -> int | None:
+    try:
+        return len(diffusion_model.get_submodule(family.embedders[0]).axes_dim)
+    except (AttributeError, TypeError):
+        return None
+
+
+def comfy_adapter_class(diffusion_model: nn.Module) -> type[ComfyAdapter]:
+    """The adapter for a ComfyUI diffusion model, or a TypeError naming the families there are (or, for a class
+    dype_rope refuses, why)."""
+    from .refused import refusal
+
+    rows = _rows_of(diffusion_model)
+    for family in rows:
+        if family.n_axes is None or _embedder_axes(diffusion_model, family) == family.n_axes:
             return ADAPTERS[family.name]
-    known = ", ".join(sorted(c for f in FAMILIES for c in f.classes))
+    if rows:
+        axes = _embedder_axes(diffusion_model, rows[0])
+        layouts = ", ".join(f"{f.name}: {f.n_axes}" for f in rows)
+        raise TypeError(
+            f"{qualified_name(type(diffusion_model))}'s embedder {rows[0].embedders[0]} has {axes} id axes; the "
+            f"DyPE rows for this class expect ({layouts})"
+        )
+    reason = refusal(diffusion_model)
+    if reason is not None:
+        raise TypeError(f"DyPE does not patch {qualified_name(type(diffusion_model))}: {reason}")
+    known = ", ".join(sorted({c for f in FAMILIES for c in f.classes}))
     raise TypeError(f"DyPE has no ComfyUI adapter for {qualified_name(type(diffusion_model))}; supported: {known}")
+
+
+class _SharedClass(ComfyAdapter):
+    """The registered adapter of a class several rows share: constructing it builds the adapter of the row that
+    fits the model (a row adapter is no subclass of this one, so Python does not initialise it twice)."""
+
+    def __new__(cls, model: nn.Module, *args, **kwargs):
+        return comfy_adapter_class(model)(model, *args, **kwargs)
+
+
+def _register() -> None:
+    by_class: dict[str, list[ComfyFamily]] = {}
+    for family in FAMILIES:
+        for name in family.classes:
+            by_class.setdefault(name, []).append(family)
+    for name, rows in by_class.items():
+        if len(rows) == 1:
+            register_adapter(name)(ADAPTERS[rows[0].name])
+            continue
+        first = ADAPTERS[rows[0].name]
+        shared = type(f"ComfyShared{name.rpartition('.')[2]}Adapter", (_SharedClass,), {
+            "family": rows[0], "name": "comfyui-" + "|".join(f.name for f in rows),
+            # patch(base_resolution=...) converts pixels before the row is known: the first row's pixels per token
+            "rescaled_axes": first.rescaled_axes, "pixels_per_token": first.pixels_per_token,
+            "__doc__": "ComfyUI " + "; ".join(f.note or f.name for f in rows) + ".",
+        })
+        register_adapter(name)(shared)
+
+
+_register()

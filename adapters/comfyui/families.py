@@ -4,7 +4,13 @@ A row names the diffusion-model classes (by qualified name: dype_rope never impo
 path of every EmbedND-style module the model calls, which id axes hold the image's rows and columns, the
 native training grid, and whether the model applies ComfyUI's `rope_options` to its image ids. The image's
 token grid is read from the latent: ceil(latent size / patch size) on each spatial axis, which is how every
-family here pads its latent before patchifying.
+family here pads its latent before patchifying. Video families keep their frame axis (axis 0) as it is.
+
+Several rows may share a class (HunyuanVideo's class also runs HunyuanImage 2.1 with two id axes): `n_axes`
+then says which layout a row is, read off the embedder's `axes_dim` when the model is patched.
+
+Every row's model samples as flow matching: ComfyUI's sigma is the diffusion time (1 = noise), which is the
+time DyPE's schedule takes, so no row needs a time conversion.
 """
 
 from __future__ import annotations
@@ -22,13 +28,17 @@ class ComfyFamily:
     pixels_per_token: int = 16  # VAE downscale x patch size
     rope_options: bool = False  # the model stretches its image ids by transformer_options["rope_options"]
     patch_attr: str = "patch_size"  # the diffusion model's attribute holding its patch size
+    patch: int | None = None  # latent pixels per token side where the model patchifies without patch_attr
+    n_axes: int | None = None  # this row's embedder has this many id axes (rows sharing a class); None: any
     note: str = ""
 
 
 FAMILIES: tuple[ComfyFamily, ...] = (
-    # FLUX.2 / Klein are the same class with 4 id axes (index, row, col, caption) and 16 px VAE tokens
+    # FLUX.2 / Klein are the same class with 4 id axes (index, row, col, caption) and 16 px VAE tokens.
+    # LongCat-Image is this class too (caption ids on rows and cols, image ids shifted past them by rope_options;
+    # its pipeline's default is 1024 px)
     ComfyFamily("flux", ("comfy.ldm.flux.model.Flux",), ("pe_embedder",), (1, 2), (64, 64), rope_options=True,
-                note="FLUX.1 dev / schnell / Fill / Kontext, FLUX.2 and Klein (1024 px)"),
+                note="FLUX.1 dev / schnell / Fill / Kontext, FLUX.2, Klein and LongCat-Image (1024 px)"),
     # Chroma Radiance subclasses Chroma: pixel space, 16 px patches, the same embedder
     ComfyFamily("chroma", ("comfy.ldm.chroma.model.Chroma",), ("pe_embedder",), (1, 2), (64, 64),
                 note="Chroma and Chroma Radiance (1024 px)"),
@@ -40,11 +50,27 @@ FAMILIES: tuple[ComfyFamily, ...] = (
                 rope_options=True, note="Lumina2 and Z-Image (1024 px)"),
     ComfyFamily("hidream", ("comfy.ldm.hidream.model.HiDreamImageTransformer2DModel",), ("pe_embedder",),
                 (1, 2), (64, 64), note="HiDream-I1 (1024 px)"),
+    # HunyuanVideo (8 px VAE x 2 px patches) and HunyuanVideo 1.5 (16 px VAE x 1): (frame, row, col) ids,
+    # both trained at 720 x 1280 px
     ComfyFamily("hunyuan_video", ("comfy.ldm.hunyuan_video.model.HunyuanVideo",), ("pe_embedder",), (1, 2),
-                (45, 80), note="HunyuanVideo (720 x 1280 px)"),
+                (45, 80), n_axes=3, note="HunyuanVideo and HunyuanVideo 1.5 (720 x 1280 px)"),
+    # the same class with a 2-D patch: (row, col) ids only; 32 px VAE tokens, its pipeline's 2048 px default
+    ComfyFamily("hunyuan_image", ("comfy.ldm.hunyuan_video.model.HunyuanVideo",), ("pe_embedder",), (0, 1),
+                (64, 64), pixels_per_token=32, n_axes=2, note="HunyuanImage 2.1 (2048 px)"),
     # image tokens only (text goes through cross-attention), ids of batch 1
     ComfyFamily("wan", ("comfy.ldm.wan.model.WanModel",), ("rope_embedder",), (1, 2), (30, 52), rope_options=True,
                 note="Wan 2.1 / 2.2 and their variants (480 x 832 px)"),
     ComfyFamily("krea2", ("comfy.ldm.krea2.model.SingleStreamDiT",), ("pe_embedder",), (1, 2), (64, 64),
                 patch_attr="patch", note="Krea 2 (1024 px)"),
+    # (frame, row, col) ids centred on the grid like Qwen-Image's, caption ids after them on all three axes;
+    # tokens are the FLUX.2 latent's pixels (no patchify although the model keeps a patch_size of 2)
+    ComfyFamily("lens", ("comfy.ldm.lens.model.LensTransformer2DModel",), ("pos_embed",), (1, 2), (64, 64),
+                patch=1, note="Lens (1024 px)"),
+    # centred (index, row, col) ids, reference latents on index 1, 2, ...; FLUX.2 latent pixels as tokens
+    ComfyFamily("mage_flow", ("comfy.ldm.mage_flow.model.MageFlowTransformer2DModel",), ("pe_embedder",), (1, 2),
+                (64, 64), note="MageFlow (1024 px)"),
+    # the EmbedND inside OmniGen2RotaryPosEmbed: (index, row, col) ids, caption index on all three axes
+    ComfyFamily("omnigen2", ("comfy.ldm.omnigen.omnigen2.OmniGen2Transformer2DModel",
+                             "comfy.ldm.boogu.model.BooguTransformer2DModel"), ("rope_embedder.rope_embedder",),
+                (1, 2), (64, 64), note="OmniGen2 and Boogu (1024 px)"),
 )

@@ -64,7 +64,7 @@ def pixels_per_token(model_patcher, diffusion_model, adapter_cls) -> int:
     ratio = getattr(getattr(model_patcher.model, "latent_format", None), "spacial_downscale_ratio", None)
     if not isinstance(ratio, int):
         return adapter_cls.pixels_per_token
-    return ratio * patch_size_hw(diffusion_model, adapter_cls.family.patch_attr)[0]
+    return ratio * patch_size_hw(diffusion_model, adapter_cls.family)[0]
 
 
 def _check_whole(name: str, value, multiple: int = 1, upper: int = MAX_PIXELS) -> int:

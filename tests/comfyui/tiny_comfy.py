@@ -142,6 +142,38 @@ _KREA2 = dict(image_model="krea2", features=64, tdim=256, txtdim=32, heads=2, kv
               patch=2, channels=16, theta=1e3, txtlayers=2, txtheads=2, txtkvheads=2)
 
 
+# HunyuanVideo 1.5 as model_detection builds it (patch 1 x 1 x 1, a vision-token input, cond-type embedding,
+# meanflow_sum), scaled down; in_channels = 2 x 16 latent channels + mask (its concat_cond fills them)
+_HUNYUAN_VIDEO15 = dict(_HUNYUAN_VIDEO, in_channels=33, vec_in_dim=None, patch_size=[1, 1, 1], vision_in_dim=32,
+                        use_cond_type_embedding=True, meanflow_sum=True, guidance_embed=False)
+
+# HunyuanImage 2.1: the same class with a 2-D patch and two id axes (model_detection: axes_dim [64, 64])
+_HUNYUAN_IMAGE21 = dict(_HUNYUAN_VIDEO, in_channels=64, out_channels=64, vec_in_dim=None, axes_dim=[16, 16],
+                        patch_size=[1, 1], guidance_embed=False)
+
+# LongCat-Image: FLUX's class with caption ids on the row and column axes (supported_models.LongCatImage)
+_LONGCAT = dict(_FLUX, guidance_embed=False, vec_in_dim=None, txt_ids_dims=[1, 2])
+
+_LENS = dict(image_model="lens", patch_size=2, in_channels=128, out_channels=32, num_layers=1, attention_head_dim=32,
+             num_attention_heads=2, enc_hidden_dim=16, axes_dims_rope=(8, 12, 12), selected_layer_index=(0, 1))
+
+_MAGE_FLOW = dict(image_model="mage_flow", in_channels=128, out_channels=128, num_layers=1, attention_head_dim=32,
+                  num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(8, 12, 12))
+
+_OMNIGEN2 = dict(image_model="omnigen2", patch_size=2, in_channels=16, hidden_size=64, num_layers=1,
+                 num_refiner_layers=1, num_attention_heads=2, num_kv_heads=2, multiple_of=16,
+                 axes_dim_rope=(8, 12, 12), text_feat_dim=32)
+
+_BOOGU = dict(image_model="boogu", patch_size=2, in_channels=16, hidden_size=64, num_layers=2,
+              num_double_stream_layers=1, num_refiner_layers=1, num_attention_heads=2, num_kv_heads=2, multiple_of=16,
+              axes_dim_rope=(8, 12, 12), instruction_feat_dim=32)
+
+
+def _text_mask(g):
+    # Omnigen2 / Boogu read their caption length (num_tokens) from the text encoder's attention mask
+    return {"attention_mask": torch.ones(1, 7, dtype=torch.long)}
+
+
 def _hidream_extra(g):
     # conditioning_llama3: (batch, llama layers, tokens, width); llama_layers picks one per block.
     return {"pooled_output": torch.randn(1, 32, generator=g),
@@ -171,6 +203,18 @@ FAMILIES: dict[str, Family] = {
     "kandinsky5": Family("Kandinsky5", _KANDINSKY5, 16, 2, True, 32, extra=_pooled_only),
     "krea2": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none, adapter="krea2"),
     "krea2_edit": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none, ref_method="index", refs=((16, 16),), adapter="krea2"),
+    "hunyuan_video15": Family("HunyuanVideo15", _HUNYUAN_VIDEO15, 16, 1, True, 32, extra=_pooled_only,
+                              adapter="hunyuan_video"),
+    "hunyuan_image21": Family("HunyuanImage21", _HUNYUAN_IMAGE21, 64, 1, False, 32, extra=_none,
+                              adapter="hunyuan_image", pixels_per_token=32),
+    "longcat_image": Family("LongCatImage", _LONGCAT, 16, 2, False, 32, extra=_none, adapter="flux"),
+    "lens": Family("Lens", _LENS, 128, 1, False, 32, extra=_none, adapter="lens"),
+    "mage_flow": Family("MageFlow", _MAGE_FLOW, 128, 1, False, 32, extra=_none, adapter="mage_flow"),
+    "mage_flow_edit": Family("MageFlow", _MAGE_FLOW, 128, 1, False, 32, extra=_none, refs=((16, 16),),
+                             adapter="mage_flow"),
+    "omnigen2": Family("Omnigen2", _OMNIGEN2, 16, 2, False, 32, extra=_text_mask, adapter="omnigen2"),
+    "boogu": Family("Boogu", _BOOGU, 16, 2, False, 32, extra=_text_mask, adapter="omnigen2"),
+
 }
 
 
