@@ -82,8 +82,19 @@ class ComfyAdapter(Adapter):
         n = len(self.axes_dims)
         if max(self.family.id_axes) >= n:
             raise ValueError(f"{type(model).__name__}'s embedder has {n} axes; the {self.name} adapter expects more")
-        grid = dict(zip(self.family.id_axes, self.base_grid))
+        # the base grid's extent in id units: the positions the model was trained on, after its own id scale
+        ph, pw = self.patch_hw
+        self.base_extent = self._own_extents(*self.base_grid, self.base_grid[0] * ph, self.base_grid[1] * pw)
+        grid = dict(zip(self.family.id_axes, self.base_extent))
         self.base_lens = tuple(float(grid.get(a, 1.0)) for a in range(n))
+
+    def _own_extents(self, rows: int, cols: int, h: int, w: int) -> list[float]:
+        """Extent of a rows x cols token grid (an h x w latent) in id units without rope_options: (n - 1) / scale
+        + 1 where the family divides its ids by a scale of its own (Kandinsky 5), n elsewhere."""
+        if self.family.id_scale is None:
+            return [rows, cols]
+        scale = self.family.id_scale(self.model, h, w)
+        return [(n - 1) / scale[a] + 1.0 for n, a in zip((rows, cols), self.family.id_axes)]
 
     def default_base_grid(self) -> tuple[int, int]:
         return self.family.base_grid
@@ -93,11 +104,11 @@ class ComfyAdapter(Adapter):
         """The call of a latent x [B, C, (T,) H, W] at `sigma` (a tensor [B] or a number, 1 = noise)."""
         shape = tuple(latent_shapes[0]) if latent_shapes else tuple(x.shape)
         rows, cols = (math.ceil(s / p) for s, p in zip(shape[-2:], self.patch_hw))
-        extents = [rows, cols]
+        extents = self._own_extents(rows, cols, *shape[-2:])
         stretch = (transformer_options or {}).get("rope_options") if self.family.rope_options else None
         if stretch:
             extents = [image_extent(rows, stretch.get("scale_y")), image_extent(cols, stretch.get("scale_x"))]
-        ratios = [e / b for e, b in zip(extents, self.base_grid)]
+        ratios = [e / b for e, b in zip(extents, self.base_extent)]
         if self.aspect == "isotropic":
             ratios = [max(ratios)] * len(ratios)
         scales = [1.0] * len(self.axes_dims)
@@ -210,14 +221,17 @@ def comfy_adapter_class(diffusion_model: nn.Module) -> type[ComfyAdapter]:
 
     rows = _rows_of(diffusion_model)
     for family in rows:
-        if family.n_axes is None or _embedder_axes(diffusion_model, family) == family.n_axes:
-            return ADAPTERS[family.name]
+        if family.n_axes is not None and _embedder_axes(diffusion_model, family) != family.n_axes:
+            continue
+        if family.when is not None and getattr(diffusion_model, family.when[0], None) != family.when[1]:
+            continue
+        return ADAPTERS[family.name]
     if rows:
         axes = _embedder_axes(diffusion_model, rows[0])
-        layouts = ", ".join(f"{f.name}: {f.n_axes}" for f in rows)
+        layouts = "; ".join(f"{f.name}: {f.n_axes or 'any'} id axes, {f.when or 'any model'}" for f in rows)
         raise TypeError(
-            f"{qualified_name(type(diffusion_model))}'s embedder {rows[0].embedders[0]} has {axes} id axes; the "
-            f"DyPE rows for this class expect ({layouts})"
+            f"{qualified_name(type(diffusion_model))} (its embedder {rows[0].embedders[0]} has {axes} id axes) fits "
+            f"none of the DyPE rows for this class ({layouts})"
         )
     reason = refusal(diffusion_model)
     if reason is not None:

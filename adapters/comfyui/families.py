@@ -16,6 +16,7 @@ time DyPE's schedule takes, so no row needs a time conversion.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,18 @@ class ComfyFamily:
     patch_attr: str = "patch_size"  # the diffusion model's attribute holding its patch size
     patch: int | None = None  # latent pixels per token side where the model patchifies without patch_attr
     n_axes: int | None = None  # this row's embedder has this many id axes (rows sharing a class); None: any
+    when: tuple[str, Any] | None = None  # (attribute, value) the model must have for this row (rows sharing a class)
+    # the model's own position scale on every id axis, ids divided by it: f(model, latent rows, latent cols)
+    id_scale: Callable[[Any, int, int], tuple[float, ...]] | None = None
     note: str = ""
+
+
+def kandinsky5_id_scale(model: Any, h: int, w: int) -> tuple[float, ...]:
+    """Kandinsky 5's own scale of its (frame, row, col) ids, as its rope_encode_3d picks it without rope_options:
+    the model's rope_scale_factor, and (1, 3.16, 3.16) for the 4096-wide Pro model from 14080 latent pixels."""
+    if getattr(model, "model_dim", None) == 4096 and h * w >= 14080:
+        return (1.0, 3.16, 3.16)
+    return tuple(float(f) for f in model.rope_scale_factor)
 
 
 FAMILIES: tuple[ComfyFamily, ...] = (
@@ -58,6 +70,14 @@ FAMILIES: tuple[ComfyFamily, ...] = (
     ComfyFamily("hunyuan_image", ("comfy.ldm.hunyuan_video.model.HunyuanVideo",), ("pe_embedder",), (0, 1),
                 (64, 64), pixels_per_token=32, n_axes=2, note="HunyuanImage 2.1 (2048 px)"),
     # image tokens only (text goes through cross-attention), ids of batch 1
+    # (frame, row, col) ids divided by the model's own rope_scale_factor (2 on rows and cols), or stretched by
+    # rope_options instead; the caption's 1-D embedder is left alone. The image model (a FLUX latent in 64-wide
+    # visual embeddings) is 1024 px; the video models, its pipeline's 512 x 768 px
+    ComfyFamily("kandinsky5_image", ("comfy.ldm.kandinsky5.model.Kandinsky5",), ("rope_embedder_3d",), (1, 2),
+                (64, 64), rope_options=True, when=("visual_embed_dim", 64), id_scale=kandinsky5_id_scale,
+                note="Kandinsky 5 Image (1024 px)"),
+    ComfyFamily("kandinsky5", ("comfy.ldm.kandinsky5.model.Kandinsky5",), ("rope_embedder_3d",), (1, 2), (32, 48),
+                rope_options=True, id_scale=kandinsky5_id_scale, note="Kandinsky 5 Video (512 x 768 px)"),
     ComfyFamily("wan", ("comfy.ldm.wan.model.WanModel",), ("rope_embedder",), (1, 2), (30, 52), rope_options=True,
                 note="Wan 2.1 / 2.2 and their variants (480 x 832 px)"),
     ComfyFamily("krea2", ("comfy.ldm.krea2.model.SingleStreamDiT",), ("pe_embedder",), (1, 2), (64, 64),

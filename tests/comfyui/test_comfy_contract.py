@@ -88,8 +88,12 @@ def test_tables_follow_dype_at_every_step(tiny):
     axes_dims, theta = [int(d) for d in emb.axes_dim], float(emb.theta)
     scales, base_lens = [1.0] * len(axes_dims), [1.0] * len(axes_dims)
     (r_axis, c_axis) = fam.id_axes
-    scales[r_axis], scales[c_axis] = rows / BASE[0], cols / BASE[1]
-    base_lens[r_axis], base_lens[c_axis] = BASE
+    # extents in id units: the model divides its ids by id_scale (Kandinsky 5), (n - 1) / c + 1
+    (cr, cc) = tiny.row.id_scale
+    extent = [(rows - 1) / cr + 1, (cols - 1) / cc + 1]
+    base = [(BASE[0] - 1) / cr + 1, (BASE[1] - 1) / cc + 1]
+    scales[r_axis], scales[c_axis] = extent[0] / base[0], extent[1] / base[1]
+    base_lens[r_axis], base_lens[c_axis] = base
     stretched = torch.cat([torch.full((d // 2,), a in fam.id_axes) for a, d in enumerate(axes_dims)])
     for call in calls:
         assert call["tables"], "the model embedded no positions through the replaced module"

@@ -65,6 +65,7 @@ class Family:
     refs: tuple = ()            # default reference token grids for *_edit rows
     adapter: str | None = None  # the dype_rope ComfyUI family (adapters/comfyui/families.py) it belongs to
     pixels_per_token: int = 16  # image pixels per token side: VAE downscale x patch (Wan 2.2 5B: 16 x 2)
+    id_scale: tuple[float, float] = (1.0, 1.0)  # the model divides its row / col ids by these (Kandinsky 5: 2, 2)
 
 
 def _flux_extra(g):
@@ -200,7 +201,11 @@ FAMILIES: dict[str, Family] = {
     "z_image": Family("ZImage", _ZIMAGE, 16, 2, False, 32, extra=_none, adapter="lumina2"),
     "hidream": Family("HiDream", _HIDREAM, 16, 2, False, 32, extra=_hidream_extra, adapter="hidream"),
     "hunyuan_video": Family("HunyuanVideo", _HUNYUAN_VIDEO, 16, 2, True, 32, extra=_pooled_only, adapter="hunyuan_video"),
-    "kandinsky5": Family("Kandinsky5", _KANDINSKY5, 16, 2, True, 32, extra=_pooled_only),
+    # ComfyUI's default rope_scale_factor (1, 2, 2): row and col ids halved
+    "kandinsky5": Family("Kandinsky5", _KANDINSKY5, 16, 2, True, 32, extra=_pooled_only, adapter="kandinsky5",
+                         id_scale=(2.0, 2.0)),
+    "kandinsky5_image": Family("Kandinsky5Image", dict(_KANDINSKY5, visual_embed_dim=64), 16, 2, False, 32,
+                               extra=_pooled_only, adapter="kandinsky5_image", id_scale=(2.0, 2.0)),
     "krea2": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none, adapter="krea2"),
     "krea2_edit": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none, ref_method="index", refs=((16, 16),), adapter="krea2"),
     "hunyuan_video15": Family("HunyuanVideo15", _HUNYUAN_VIDEO15, 16, 1, True, 32, extra=_pooled_only,
