@@ -5,5 +5,7 @@ its classes are matched by qualified name, so they are only ever matched inside 
 from .adapter import ADAPTERS, ComfyAdapter, comfy_adapter_class
 from .families import FAMILIES, ComfyFamily
 from .patcher import DYPE_KEY, patch_model_patcher
+from .refused import NO_POSITIONS, REFUSED
 
-__all__ = ["ADAPTERS", "DYPE_KEY", "FAMILIES", "ComfyAdapter", "ComfyFamily", "comfy_adapter_class", "patch_model_patcher"]
+__all__ = ["ADAPTERS", "DYPE_KEY", "FAMILIES", "ComfyAdapter", "ComfyFamily", "NO_POSITIONS", "REFUSED", "comfy_adapter_class",
+           "patch_model_patcher"]

@@ -202,8 +202,9 @@ def _adapter_for(family: ComfyFamily) -> type[ComfyAdapter]:
 ADAPTERS: dict[str, type[ComfyAdapter]] = {family.name: _adapter_for(family) for family in FAMILIES}
 
 
-def _rows_of(diffusion_model: nn.Module) -> list[ComfyFamily]:
-    names = {qualified_name(c) for c in type(diffusion_model).__mro__}
+def rows_of(cls: type) -> list[ComfyFamily]:
+    """The family rows of a diffusion-model class (several where rows share it), by its MRO's qualified names."""
+    names = {qualified_name(c) for c in cls.__mro__}
     return [family for family in FAMILIES if names & set(family.classes)]
 
 
@@ -217,9 +218,9 @@ def _embedder_axes(diffusion_model: nn.Module, family: ComfyFamily) -> int | Non
 def comfy_adapter_class(diffusion_model: nn.Module) -> type[ComfyAdapter]:
     """The adapter for a ComfyUI diffusion model, or a TypeError naming the families there are (or, for a class
     dype_rope refuses, why)."""
-    from .refused import refusal
+    from .refused import refusal_message, refusal_of
 
-    rows = _rows_of(diffusion_model)
+    rows = rows_of(type(diffusion_model))
     for family in rows:
         if family.n_axes is not None and _embedder_axes(diffusion_model, family) != family.n_axes:
             continue
@@ -233,9 +234,8 @@ def comfy_adapter_class(diffusion_model: nn.Module) -> type[ComfyAdapter]:
             f"{qualified_name(type(diffusion_model))} (its embedder {rows[0].embedders[0]} has {axes} id axes) fits "
             f"none of the DyPE rows for this class ({layouts})"
         )
-    reason = refusal(diffusion_model)
-    if reason is not None:
-        raise TypeError(f"DyPE does not patch {qualified_name(type(diffusion_model))}: {reason}")
+    if refusal_of(type(diffusion_model)) is not None:
+        raise TypeError(refusal_message(type(diffusion_model)))
     known = ", ".join(sorted({c for f in FAMILIES for c in f.classes}))
     raise TypeError(f"DyPE has no ComfyUI adapter for {qualified_name(type(diffusion_model))}; supported: {known}")
 
