@@ -26,6 +26,7 @@ from ..base import Adapter, CallHook, qualified_name, register_adapter, spans_on
 from .call import CallState, ComfyCall
 from .embed import DyPEComfyEmbed
 from .families import FAMILIES, ComfyFamily
+from .formats import LAYOUTS
 
 
 def patch_size_hw(diffusion_model: nn.Module, attr: "str | ComfyFamily" = "patch_size") -> tuple[int, int]:
@@ -154,7 +155,7 @@ class ComfyAdapter(Adapter):
         """Attribute path -> the replacement of the embedder there."""
         what = f"{type(self.model).__name__}"
         return {
-            path: DyPEComfyEmbed(original, self.state, self.build_plan, f"{what}.{path}")
+            path: DyPEComfyEmbed(original, self.state, self.build_plan, f"{what}.{path}", LAYOUTS[self.family.layout])
             for path, original in self.stock.items()
         }
 

@@ -34,6 +34,7 @@ class ComfyFamily:
     when: tuple[str, Any] | None = None  # (attribute, value) the model must have for this row (rows sharing a class)
     # the model's own position scale on every id axis, ids divided by it: f(model, latent rows, latent cols)
     id_scale: Callable[[Any, int, int], tuple[float, ...]] | None = None
+    layout: str = "pairs"  # how the embedder arranges its rotation matrices (formats.LAYOUTS)
     note: str = ""
 
 
@@ -78,6 +79,10 @@ FAMILIES: tuple[ComfyFamily, ...] = (
                 note="Kandinsky 5 Image (1024 px)"),
     ComfyFamily("kandinsky5", ("comfy.ldm.kandinsky5.model.Kandinsky5",), ("rope_embedder_3d",), (1, 2), (32, 48),
                 rope_options=True, id_scale=kandinsky5_id_scale, note="Kandinsky 5 Video (512 x 768 px)"),
+    # ids -> tables like EmbedND (float64 angles, float32 out), its pairs arranged for split-half attention:
+    # (index, row, col) ids, caption index on axis 0 only; FLUX.2 latent pixels as tokens; 1024 px default
+    ComfyFamily("ernie_image", ("comfy.ldm.ernie.model.ErnieImageModel",), ("pos_embed",), (1, 2), (64, 64),
+                rope_options=True, layout="split_half_rows", note="Ernie-Image (1024 px)"),
     ComfyFamily("wan", ("comfy.ldm.wan.model.WanModel",), ("rope_embedder",), (1, 2), (30, 52), rope_options=True,
                 note="Wan 2.1 / 2.2 and their variants (480 x 832 px)"),
     ComfyFamily("krea2", ("comfy.ldm.krea2.model.SingleStreamDiT",), ("pe_embedder",), (1, 2), (64, 64),

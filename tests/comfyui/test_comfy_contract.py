@@ -19,7 +19,24 @@ import torch
 import dype_rope
 import tiny_comfy
 from dype_rope.adapters.comfyui import ADAPTERS, comfy_adapter_class
-from shared_code import reference_rotations
+from reference_dype import rope_pairs
+
+# how each embedder arranges its (cos, sin) pairs [..., D/2] into its tables [..., D/2, 2, 2], restated from
+# ComfyUI's code: EmbedND (comfy/ldm/flux/layers.py) and ErnieImageEmbedND3 (comfy/ldm/ernie/model.py)
+
+
+def _pairs(cos, sin):
+    return torch.stack([cos, -sin, sin, cos], dim=-1).unflatten(-1, (2, 2))
+
+
+def _ernie(cos, sin):
+    half = cos.shape[-1] // 2
+    top_c, top_s = cos[..., :half].repeat_interleave(2, dim=-1), sin[..., :half].repeat_interleave(2, dim=-1)
+    bot_c, bot_s = cos[..., half:].repeat_interleave(2, dim=-1), sin[..., half:].repeat_interleave(2, dim=-1)
+    return torch.stack([top_c, -top_s, bot_s, bot_c], dim=-1).unflatten(-1, (2, 2))
+
+
+LAYOUTS = {"pairs": _pairs, "ernie": _ernie}
 
 BASE = (8, 8)  # tokens; the node takes pixels: BASE * pixels per token
 STEPS = 3
@@ -94,17 +111,19 @@ def test_tables_follow_dype_at_every_step(tiny):
     base = [(BASE[0] - 1) / cr + 1, (BASE[1] - 1) / cc + 1]
     scales[r_axis], scales[c_axis] = extent[0] / base[0], extent[1] / base[1]
     base_lens[r_axis], base_lens[c_axis] = base
-    stretched = torch.cat([torch.full((d // 2,), a in fam.id_axes) for a, d in enumerate(axes_dims)])
+    stretched = torch.cat([torch.full((d // 2,), float(a in fam.id_axes)) for a, d in enumerate(axes_dims)])
+    layout = LAYOUTS[tiny.row.layout]
+    moved = layout(stretched, stretched).abs() > 0  # the table entries that come from a rescaled pair
     for call in calls:
         assert call["tables"], "the model embedded no positions through the replaced module"
         for ids, table in call["tables"]:
             table = table.reshape(table.shape[0], -1, *table.shape[-3:])  # [B, L, D/2, 2, 2]
             stock = emb.original(ids).reshape(table.shape[0], -1, *table.shape[-3:])
-            assert torch.equal(table[..., ~stretched, :, :], stock[..., ~stretched, :, :])
+            assert torch.equal(table[..., ~moved], stock[..., ~moved])
             for b, t in enumerate(call["sigma"].tolist()):
-                expected = reference_rotations(ids.reshape(ids.shape[0], -1, ids.shape[-1])[min(b, ids.shape[0] - 1)],
-                                               axes_dims, theta, scales, t, base_lens)
-                torch.testing.assert_close(table[b][..., stretched, :, :], expected[..., stretched, :, :].float(),
+                positions = ids.reshape(ids.shape[0], -1, ids.shape[-1])[min(b, ids.shape[0] - 1)]
+                cos, sin = rope_pairs(positions, axes_dims, theta, scales, t, base_lens)
+                torch.testing.assert_close(table[b][..., moved], layout(cos, sin)[..., moved].float(),
                                            rtol=1e-5, atol=2e-6)
 
 

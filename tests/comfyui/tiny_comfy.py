@@ -66,6 +66,7 @@ class Family:
     adapter: str | None = None  # the dype_rope ComfyUI family (adapters/comfyui/families.py) it belongs to
     pixels_per_token: int = 16  # image pixels per token side: VAE downscale x patch (Wan 2.2 5B: 16 x 2)
     id_scale: tuple[float, float] = (1.0, 1.0)  # the model divides its row / col ids by these (Kandinsky 5: 2, 2)
+    layout: str = "pairs"  # how the embedder arranges its rotation matrices (test_comfy_contract.LAYOUTS)
 
 
 def _flux_extra(g):
@@ -170,6 +171,11 @@ _BOOGU = dict(image_model="boogu", patch_size=2, in_channels=16, hidden_size=64,
               axes_dim_rope=(8, 12, 12), instruction_feat_dim=32)
 
 
+_ERNIE = dict(image_model="ernie", hidden_size=64, num_attention_heads=2, num_layers=1, ffn_hidden_size=64,
+              in_channels=128, out_channels=128, patch_size=1, text_in_dim=32, rope_theta=256,
+              rope_axes_dim=(8, 12, 12))
+
+
 def _text_mask(g):
     # Omnigen2 / Boogu read their caption length (num_tokens) from the text encoder's attention mask
     return {"attention_mask": torch.ones(1, 7, dtype=torch.long)}
@@ -218,6 +224,8 @@ FAMILIES: dict[str, Family] = {
     "mage_flow_edit": Family("MageFlow", _MAGE_FLOW, 128, 1, False, 32, extra=_none, refs=((16, 16),),
                              adapter="mage_flow"),
     "omnigen2": Family("Omnigen2", _OMNIGEN2, 16, 2, False, 32, extra=_text_mask, adapter="omnigen2"),
+    "ernie_image": Family("ErnieImage", _ERNIE, 128, 1, False, 32, extra=_none, adapter="ernie_image",
+                          layout="ernie"),
     "boogu": Family("Boogu", _BOOGU, 16, 2, False, 32, extra=_text_mask, adapter="omnigen2"),
 
 }
