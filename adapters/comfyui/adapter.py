@@ -25,8 +25,9 @@ from dype_rope.rope import RopePlan, build_plan, check_axes_dims, freq_dtype
 from ..base import Adapter, CallHook, qualified_name, register_adapter, spans_on
 from .call import CallState, ComfyCall
 from .embed import DyPEComfyEmbed
-from .families import FAMILIES, ComfyFamily
+from .families import FAMILIES, TIMES, ComfyFamily
 from .formats import LAYOUTS
+from .grid import READERS, DyPEGridEmbed
 
 
 def patch_size_hw(diffusion_model: nn.Module, attr: "str | ComfyFamily" = "patch_size") -> tuple[int, int]:
@@ -78,8 +79,12 @@ class ComfyAdapter(Adapter):
         self.patch_hw = patch_size_hw(model, self.family)
         self.stock = {path: self._embedder(path, (stock or {}).get(path)) for path in self.family.embedders}
         first = self.stock[self.family.embedders[0]]
-        self.axes_dims = check_axes_dims(first.axes_dim)
-        self.theta = float(first.theta)
+        if self.family.grid is not None:
+            axes_dims, self.theta = READERS[self.family.grid](first)
+            self.axes_dims = check_axes_dims(axes_dims)
+        else:
+            self.axes_dims = check_axes_dims(first.axes_dim)
+            self.theta = float(first.theta)
         n = len(self.axes_dims)
         if max(self.family.id_axes) >= n:
             raise ValueError(f"{type(model).__name__}'s embedder has {n} axes; the {self.name} adapter expects more")
@@ -131,7 +136,7 @@ class ComfyAdapter(Adapter):
 
     def build_plan(self, call: ComfyCall, device: torch.device) -> RopePlan:
         dtype = freq_dtype(device)
-        t = call.sigma.to(device=device, dtype=dtype).reshape(-1)  # one plan per sample
+        t = TIMES[self.family.time](call.sigma.to(device=device, dtype=dtype).reshape(-1))  # one plan per sample
         scales = spans_on(call.scales, dtype, device).expand(t.shape[0], -1)
         return build_plan(self.axes_dims, self.theta, scales, t, self.cfg, self.base_lens)
 
@@ -144,6 +149,10 @@ class ComfyAdapter(Adapter):
                 module = None
         if isinstance(module, DyPEComfyEmbed):
             raise RuntimeError(f"{type(self.model).__name__}.{path} is already a DyPE embedding")
+        if isinstance(module, DyPEGridEmbed):
+            raise RuntimeError(f"{type(self.model).__name__}.{path} is already a DyPE embedding")
+        if self.family.grid is not None and module is not None:
+            return module  # the grid reader checks it
         if module is None or not (hasattr(module, "theta") and hasattr(module, "axes_dim")):
             raise TypeError(
                 f"{type(self.model).__name__}.{path} is {type(module).__name__}, not the EmbedND-style embedder "
@@ -151,9 +160,12 @@ class ComfyAdapter(Adapter):
             )
         return module
 
-    def embedders(self) -> dict[str, DyPEComfyEmbed]:
+    def embedders(self) -> dict[str, nn.Module]:
         """Attribute path -> the replacement of the embedder there."""
         what = f"{type(self.model).__name__}"
+        if self.family.grid is not None:
+            return {path: DyPEGridEmbed(original, self.state, self.build_plan, f"{what}.{path}")
+                    for path, original in self.stock.items()}
         return {
             path: DyPEComfyEmbed(original, self.state, self.build_plan, f"{what}.{path}", LAYOUTS[self.family.layout])
             for path, original in self.stock.items()
@@ -204,9 +216,13 @@ ADAPTERS: dict[str, type[ComfyAdapter]] = {family.name: _adapter_for(family) for
 
 
 def rows_of(cls: type) -> list[ComfyFamily]:
-    """The family rows of a diffusion-model class (several where rows share it), by its MRO's qualified names."""
-    names = {qualified_name(c) for c in cls.__mro__}
-    return [family for family in FAMILIES if names & set(family.classes)]
+    """The family rows of a diffusion-model class (several where rows share it): those of the first class along
+    its MRO that has rows, so a subclass with a row of its own (Anima) is never matched as its base class."""
+    for c in cls.__mro__:
+        rows = [family for family in FAMILIES if qualified_name(c) in family.classes]
+        if rows:
+            return rows
+    return []
 
 
 def _embedder_axes(diffusion_model: nn.Module, family: ComfyFamily) -> int | None:

@@ -35,7 +35,19 @@ class ComfyFamily:
     # the model's own position scale on every id axis, ids divided by it: f(model, latent rows, latent cols)
     id_scale: Callable[[Any, int, int], tuple[float, ...]] | None = None
     layout: str = "pairs"  # how the embedder arranges its rotation matrices (formats.LAYOUTS)
+    grid: str | None = None  # the embedder builds its tables from the grid's shape: its reader (grid.READERS)
+    time: str = "sigma"  # how the sampler's sigma gives DyPE's t (TIMES)
+    sampling: str = "CONST"  # the model_sampling mix-in that time convention belongs to (the node checks it)
     note: str = ""
+
+
+# DyPE's t (1 = noise) from ComfyUI's sigma, on the device: plain flow matching (CONST: sigma is the flow
+# time), and Cosmos' rectified flow (COSMOS_RFLOW: sigma in [0.002, 80] is t / (1 - t), so t = sigma / (sigma + 1),
+# as its ModelSamplingCosmosRFlow.timestep computes it)
+TIMES: dict[str, Callable[[Any], Any]] = {
+    "sigma": lambda sigma: sigma,
+    "rflow": lambda sigma: sigma / (sigma + 1),
+}
 
 
 def kandinsky5_id_scale(model: Any, h: int, w: int) -> tuple[float, ...]:
@@ -83,6 +95,18 @@ FAMILIES: tuple[ComfyFamily, ...] = (
     # (index, row, col) ids, caption index on axis 0 only; FLUX.2 latent pixels as tokens; 1024 px default
     ComfyFamily("ernie_image", ("comfy.ldm.ernie.model.ErnieImageModel",), ("pos_embed",), (1, 2), (64, 64),
                 rope_options=True, layout="split_half_rows", note="Ernie-Image (1024 px)"),
+    # Cosmos Predict2 builds its tables from the grid's shape (VideoRopePosition3DEmb: frame, row, col) with the
+    # checkpoint's own NTK factors; rectified-flow sigma. Its text-to-image model (16 input channels) defaults to
+    # 768 x 1360 px, its video-to-world model to 704 x 1280 px. Anima subclasses it and samples as plain flow;
+    # it publishes no default resolution (1024 px here)
+    ComfyFamily("anima", ("comfy.ldm.anima.model.Anima",), ("pos_embedder",), (1, 2), (64, 64),
+                patch_attr="patch_spatial", grid="cosmos_rope3d", note="Anima (1024 px)"),
+    ComfyFamily("cosmos_predict2_image", ("comfy.ldm.cosmos.predict2.MiniTrainDIT",), ("pos_embedder",), (1, 2),
+                (48, 85), patch_attr="patch_spatial", grid="cosmos_rope3d", time="rflow", sampling="COSMOS_RFLOW",
+                when=("in_channels", 16), note="Cosmos Predict2 text-to-image (768 x 1360 px)"),
+    ComfyFamily("cosmos_predict2", ("comfy.ldm.cosmos.predict2.MiniTrainDIT",), ("pos_embedder",), (1, 2),
+                (44, 80), patch_attr="patch_spatial", grid="cosmos_rope3d", time="rflow", sampling="COSMOS_RFLOW",
+                note="Cosmos Predict2 video-to-world (704 x 1280 px)"),
     ComfyFamily("wan", ("comfy.ldm.wan.model.WanModel",), ("rope_embedder",), (1, 2), (30, 52), rope_options=True,
                 note="Wan 2.1 / 2.2 and their variants (480 x 832 px)"),
     ComfyFamily("krea2", ("comfy.ldm.krea2.model.SingleStreamDiT",), ("pe_embedder",), (1, 2), (64, 64),

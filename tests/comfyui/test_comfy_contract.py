@@ -70,11 +70,15 @@ class Tiny:
         model = patcher.get_model_object("diffusion_model")
 
         def pre(module, args, kwargs):
-            calls.append({"sigma": kwargs["transformer_options"]["sigmas"].clone(), "tables": []})
+            calls.append({"sigma": kwargs["transformer_options"]["sigmas"].clone(), "tables": [], "kwargs": []})
+
+        def post(module, args, kwargs, out):  # returns None: the output stays the module's
+            calls[-1]["tables"].append((args[0], out))
+            calls[-1]["kwargs"].append(kwargs)
 
         hooks = [model.register_forward_pre_hook(pre, with_kwargs=True)]
         for emb in self.embedders(patcher):
-            hooks.append(emb.register_forward_hook(lambda m, a, out: calls[-1]["tables"].append((a[0], out))))
+            hooks.append(emb.register_forward_hook(post, with_kwargs=True))
         try:
             out = self.sample(patcher, rows, cols)
         finally:
@@ -102,7 +106,7 @@ def test_tables_follow_dype_at_every_step(tiny):
     assert [float(c["sigma"][0]) for c in calls] == [float(s) for s in sigmas[:-1]]
     fam = tiny.adapter.family
     emb = tiny.embedders(tiny.dype)[0]
-    axes_dims, theta = [int(d) for d in emb.axes_dim], float(emb.theta)
+    axes_dims, theta = tiny.row.rope(emb)
     scales, base_lens = [1.0] * len(axes_dims), [1.0] * len(axes_dims)
     (r_axis, c_axis) = fam.id_axes
     # extents in id units: the model divides its ids by id_scale (Kandinsky 5), (n - 1) / c + 1
@@ -114,17 +118,27 @@ def test_tables_follow_dype_at_every_step(tiny):
     stretched = torch.cat([torch.full((d // 2,), float(a in fam.id_axes)) for a, d in enumerate(axes_dims)])
     layout = LAYOUTS[tiny.row.layout]
     moved = layout(stretched, stretched).abs() > 0  # the table entries that come from a rescaled pair
+    sampling = tiny.patcher.get_model_object("model_sampling")
     for call in calls:
         assert call["tables"], "the model embedded no positions through the replaced module"
-        for ids, table in call["tables"]:
-            table = table.reshape(table.shape[0], -1, *table.shape[-3:])  # [B, L, D/2, 2, 2]
-            stock = emb.original(ids).reshape(table.shape[0], -1, *table.shape[-3:])
+        # DyPE's t: the flow time; for Cosmos' rectified flow ComfyUI's own conversion (sigma / (sigma + 1))
+        times = sampling.timestep(call["sigma"]) if tiny.row.time == "rflow" else call["sigma"]
+        for (arg, table), kwargs in zip(call["tables"], call["kwargs"]):
+            # [B, L, D/2, 2, 2]; a grid embedder's tables have no batch axis (one for the call)
+            table = table.reshape(1 if tiny.row.grid else table.shape[0], -1, *table.shape[-3:])
+            stock = emb.original(arg, **kwargs).reshape(table.shape)
             assert torch.equal(table[..., ~moved], stock[..., ~moved])
-            for b, t in enumerate(call["sigma"].tolist()):
-                positions = ids.reshape(ids.shape[0], -1, ids.shape[-1])[min(b, ids.shape[0] - 1)]
-                cos, sin = rope_pairs(positions, axes_dims, theta, scales, t, base_lens)
-                torch.testing.assert_close(table[b][..., moved], layout(cos, sin)[..., moved].float(),
-                                           rtol=1e-5, atol=2e-6)
+            ids = grid_ids(arg) if tiny.row.grid else arg.reshape(arg.shape[0], -1, arg.shape[-1])
+            for b, t in enumerate(times.tolist()):
+                cos, sin = rope_pairs(ids[min(b, ids.shape[0] - 1)], axes_dims, theta, scales, t, base_lens)
+                torch.testing.assert_close(table[min(b, table.shape[0] - 1)][..., moved],
+                                           layout(cos, sin)[..., moved].float(), rtol=1e-5, atol=2e-6)
+
+
+def grid_ids(x):
+    """(frame, row, col) of every token of an embedded latent [B, T, H, W, C], in (t h w) order: [1, L, 3]."""
+    t, h, w = x.shape[1:4]
+    return torch.cartesian_prod(torch.arange(t), torch.arange(h), torch.arange(w)).unsqueeze(0)
 
 
 def test_input_patcher_still_samples_stock(tiny):

@@ -67,6 +67,19 @@ class Family:
     pixels_per_token: int = 16  # image pixels per token side: VAE downscale x patch (Wan 2.2 5B: 16 x 2)
     id_scale: tuple[float, float] = (1.0, 1.0)  # the model divides its row / col ids by these (Kandinsky 5: 2, 2)
     layout: str = "pairs"  # how the embedder arranges its rotation matrices (test_comfy_contract.LAYOUTS)
+    grid: bool = False  # the embedder builds its tables from the embedded latent's shape (Cosmos)
+    time: str = "sigma"  # "rflow": DyPE's t is the model_sampling's timestep(sigma) (Cosmos' rectified flow)
+
+    def rope(self, embedder) -> tuple[list[int], float]:
+        """(pairs per axis x 2, theta) of the row's RoPE: an EmbedND's own attributes, or for Cosmos'
+        VideoRopePosition3DEmb ComfyUI's formulas restated from the config (dim_h = head // 6 * 2, dim_t the rest;
+        theta = 10000 * ratio ** (dim_h / (dim_h - 2)))."""
+        if not self.grid:
+            return [int(d) for d in embedder.axes_dim], float(embedder.theta)
+        head = self.unet_config["model_channels"] // self.unet_config["num_heads"]
+        dim_h = head // 6 * 2
+        ratio = self.unet_config["rope_h_extrapolation_ratio"]
+        return [head - 2 * dim_h, dim_h, dim_h], 10000.0 * ratio ** (dim_h / (dim_h - 2))
 
 
 def _flux_extra(g):
@@ -176,6 +189,19 @@ _ERNIE = dict(image_model="ernie", hidden_size=64, num_attention_heads=2, num_la
               rope_axes_dim=(8, 12, 12))
 
 
+# Cosmos Predict2 as model_detection builds it (rope3d with the checkpoint's NTK ratios 4, 4, 1, no fps
+# modulation), scaled down: heads of 48 channels give the (16, 16, 16) split of VideoRopePosition3DEmb
+_COSMOS_P2 = dict(image_model="cosmos_predict2", max_img_h=240, max_img_w=240, max_frames=128, in_channels=16,
+                  out_channels=16, patch_spatial=2, patch_temporal=1, concat_padding_mask=True, model_channels=96,
+                  num_blocks=1, num_heads=2, crossattn_emb_channels=32, pos_emb_cls="rope3d", pos_emb_learnable=True,
+                  pos_emb_interpolation="crop", min_fps=1, max_fps=30, use_adaln_lora=True, adaln_lora_dim=16,
+                  extra_per_block_abs_pos_emb=False, rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0,
+                  rope_t_extrapolation_ratio=1.0, rope_enable_fps_modulation=False)
+# the image-to-video model: 17 input channels (a mask beside the latent), NTK ratios 3, 3, 1
+_COSMOS_P2_I2V = dict(_COSMOS_P2, in_channels=17, rope_h_extrapolation_ratio=3.0, rope_w_extrapolation_ratio=3.0)
+_ANIMA = dict(_COSMOS_P2, image_model="anima", crossattn_emb_channels=1024)
+
+
 def _text_mask(g):
     # Omnigen2 / Boogu read their caption length (num_tokens) from the text encoder's attention mask
     return {"attention_mask": torch.ones(1, 7, dtype=torch.long)}
@@ -226,6 +252,11 @@ FAMILIES: dict[str, Family] = {
     "omnigen2": Family("Omnigen2", _OMNIGEN2, 16, 2, False, 32, extra=_text_mask, adapter="omnigen2"),
     "ernie_image": Family("ErnieImage", _ERNIE, 128, 1, False, 32, extra=_none, adapter="ernie_image",
                           layout="ernie"),
+    "cosmos_predict2_t2i": Family("CosmosT2IPredict2", _COSMOS_P2, 16, 2, True, 32, extra=_none,
+                                  adapter="cosmos_predict2_image", grid=True, time="rflow"),
+    "cosmos_predict2_i2v": Family("CosmosI2VPredict2", _COSMOS_P2_I2V, 16, 2, True, 32, extra=_none,
+                                  adapter="cosmos_predict2", grid=True, time="rflow"),
+    "anima": Family("Anima", _ANIMA, 16, 2, True, 1024, extra=_none, adapter="anima", grid=True),
     "boogu": Family("Boogu", _BOOGU, 16, 2, False, 32, extra=_text_mask, adapter="omnigen2"),
 
 }
