@@ -27,6 +27,8 @@ from .call import CallState, ComfyCall
 from .embed import DyPEComfyEmbed
 from .families import FAMILIES, TIMES, ComfyFamily
 from .formats import LAYOUTS
+from .components import READERS as METHOD_READERS
+from .components import DyPEComponentsEmbed
 from .grid import READERS, DyPEGridEmbed
 
 
@@ -81,6 +83,9 @@ class ComfyAdapter(Adapter):
         first = self.stock[self.family.embedders[0]]
         if self.family.grid is not None:
             axes_dims, self.theta = READERS[self.family.grid](first)
+            self.axes_dims = check_axes_dims(axes_dims)
+        elif self.family.method is not None:
+            axes_dims, self.theta = METHOD_READERS[self.family.method](model)
             self.axes_dims = check_axes_dims(axes_dims)
         else:
             self.axes_dims = check_axes_dims(first.axes_dim)
@@ -149,8 +154,13 @@ class ComfyAdapter(Adapter):
                 module = None
         if isinstance(module, DyPEComfyEmbed):
             raise RuntimeError(f"{type(self.model).__name__}.{path} is already a DyPE embedding")
-        if isinstance(module, DyPEGridEmbed):
+        if isinstance(module, (DyPEGridEmbed, DyPEComponentsEmbed)):
             raise RuntimeError(f"{type(self.model).__name__}.{path} is already a DyPE embedding")
+        if self.family.method is not None:
+            module = module if module is not None else getattr(self.model, path, None)
+            if not callable(module):
+                raise TypeError(f"{type(self.model).__name__}.{path} is not the method the {self.name} adapter wraps")
+            return module
         if self.family.grid is not None and module is not None:
             return module  # the grid reader checks it
         if module is None or not (hasattr(module, "theta") and hasattr(module, "axes_dim")):
@@ -166,6 +176,9 @@ class ComfyAdapter(Adapter):
         if self.family.grid is not None:
             return {path: DyPEGridEmbed(original, self.state, self.build_plan, f"{what}.{path}")
                     for path, original in self.stock.items()}
+        if self.family.method is not None:
+            return {path: DyPEComponentsEmbed(original, self.state, self.build_plan, f"{what}.{path}")
+                    for path, original in self.stock.items()}
         return {
             path: DyPEComfyEmbed(original, self.state, self.build_plan, f"{what}.{path}", LAYOUTS[self.family.layout])
             for path, original in self.stock.items()
@@ -177,8 +190,12 @@ class ComfyAdapter(Adapter):
             parent_name, _, attr = path.rpartition(".")
             parent = self.model.get_submodule(parent_name)
             original = replacement.original
+            own = attr in vars(parent)  # False for a method: the replacement shadows it as an instance attribute
             setattr(parent, attr, replacement)
-            self.on_remove(lambda parent=parent, attr=attr, original=original: setattr(parent, attr, original))
+            if own:
+                self.on_remove(lambda parent=parent, attr=attr, original=original: setattr(parent, attr, original))
+            else:
+                self.on_remove(lambda parent=parent, attr=attr: vars(parent).pop(attr, None))
         state = self.state
 
         def pre(module, args, kwargs):

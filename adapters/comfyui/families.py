@@ -36,6 +36,7 @@ class ComfyFamily:
     id_scale: Callable[[Any, int, int], tuple[float, ...]] | None = None
     layout: str = "pairs"  # how the embedder arranges its rotation matrices (formats.LAYOUTS)
     grid: str | None = None  # the embedder builds its tables from the grid's shape: its reader (grid.READERS)
+    method: str | None = None  # the "embedder" is a model method taking component grid sizes: its reader
     time: str = "sigma"  # how the sampler's sigma gives DyPE's t (TIMES)
     sampling: str = "CONST"  # the model_sampling mix-in that time convention belongs to (the node checks it)
     note: str = ""
@@ -107,6 +108,12 @@ FAMILIES: tuple[ComfyFamily, ...] = (
     ComfyFamily("cosmos_predict2", ("comfy.ldm.cosmos.predict2.MiniTrainDIT",), ("pos_embedder",), (1, 2),
                 (44, 80), patch_attr="patch_spatial", grid="cosmos_rope3d", time="rflow", sampling="COSMOS_RFLOW",
                 note="Cosmos Predict2 video-to-world (704 x 1280 px)"),
+    # a model method builds the tables per image component from its (t, h, w) token grid: the generated image
+    # first, then references (rows and cols restart at 0, frames continue); Wan 2.1 latent, 2 x 2 patches;
+    # JoyImage-Edit's pipeline defaults to 1024 px
+    ComfyFamily("joyimage", ("comfy.ldm.joyimage.model.JoyImageTransformer3DModel",),
+                ("get_rotary_pos_embed_for_components",), (1, 2), (64, 64), method="joyimage",
+                note="JoyImage (1024 px)"),
     ComfyFamily("wan", ("comfy.ldm.wan.model.WanModel",), ("rope_embedder",), (1, 2), (30, 52), rope_options=True,
                 note="Wan 2.1 / 2.2 and their variants (480 x 832 px)"),
     ComfyFamily("krea2", ("comfy.ldm.krea2.model.SingleStreamDiT",), ("pe_embedder",), (1, 2), (64, 64),

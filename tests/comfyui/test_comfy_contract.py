@@ -77,13 +77,27 @@ class Tiny:
             calls[-1]["kwargs"].append(kwargs)
 
         hooks = [model.register_forward_pre_hook(pre, with_kwargs=True)]
-        for emb in self.embedders(patcher):
-            hooks.append(emb.register_forward_hook(post, with_kwargs=True))
+        wrapped = {}
+        for path in self.adapter.family.embedders:
+            key = f"diffusion_model.{path}"
+            emb = patcher.object_patches[key]
+            if isinstance(emb, torch.nn.Module):
+                hooks.append(emb.register_forward_hook(post, with_kwargs=True))
+            else:  # a replaced method (JoyImage): record around it for this sampling only
+
+                def recording(*args, _emb=emb, **kwargs):
+                    out = _emb(*args, **kwargs)
+                    post(None, args, kwargs, out)
+                    return out
+
+                wrapped[key] = emb
+                patcher.object_patches[key] = recording
         try:
             out = self.sample(patcher, rows, cols)
         finally:
             for h in hooks:
                 h.remove()
+            patcher.object_patches.update(wrapped)
         return out, calls
 
 
@@ -125,14 +139,29 @@ def test_tables_follow_dype_at_every_step(tiny):
         times = sampling.timestep(call["sigma"]) if tiny.row.time == "rflow" else call["sigma"]
         for (arg, table), kwargs in zip(call["tables"], call["kwargs"]):
             # [B, L, D/2, 2, 2]; a grid embedder's tables have no batch axis (one for the call)
-            table = table.reshape(1 if tiny.row.grid else table.shape[0], -1, *table.shape[-3:])
+            shared = tiny.row.grid or tiny.row.components
+            table = table.reshape(1 if shared else table.shape[0], -1, *table.shape[-3:])
             stock = emb.original(arg, **kwargs).reshape(table.shape)
             assert torch.equal(table[..., ~moved], stock[..., ~moved])
-            ids = grid_ids(arg) if tiny.row.grid else arg.reshape(arg.shape[0], -1, arg.shape[-1])
+            if tiny.row.grid:
+                ids = grid_ids(arg)
+            elif tiny.row.components:
+                ids = component_ids(arg)
+            else:
+                ids = arg.reshape(arg.shape[0], -1, arg.shape[-1])
             for b, t in enumerate(times.tolist()):
                 cos, sin = rope_pairs(ids[min(b, ids.shape[0] - 1)], axes_dims, theta, scales, t, base_lens)
                 torch.testing.assert_close(table[min(b, table.shape[0] - 1)][..., moved],
                                            layout(cos, sin)[..., moved].float(), rtol=1e-5, atol=2e-6)
+
+
+def component_ids(sizes):
+    """JoyImage's positions: per component (t, h, w) grid, rows and cols from 0, frames continuing: [1, L, 3]."""
+    parts, t0 = [], 0
+    for t, h, w in sizes:
+        parts.append(torch.cartesian_prod(torch.arange(t0, t0 + t), torch.arange(h), torch.arange(w)))
+        t0 += t
+    return torch.cat(parts).unsqueeze(0)
 
 
 def grid_ids(x):

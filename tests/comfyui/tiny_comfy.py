@@ -68,12 +68,18 @@ class Family:
     id_scale: tuple[float, float] = (1.0, 1.0)  # the model divides its row / col ids by these (Kandinsky 5: 2, 2)
     layout: str = "pairs"  # how the embedder arranges its rotation matrices (test_comfy_contract.LAYOUTS)
     grid: bool = False  # the embedder builds its tables from the embedded latent's shape (Cosmos)
+    components: bool = False  # a model method builds the tables from the components' (t, h, w) sizes (JoyImage)
     time: str = "sigma"  # "rflow": DyPE's t is the model_sampling's timestep(sigma) (Cosmos' rectified flow)
 
     def rope(self, embedder) -> tuple[list[int], float]:
         """(pairs per axis x 2, theta) of the row's RoPE: an EmbedND's own attributes, or for Cosmos'
         VideoRopePosition3DEmb ComfyUI's formulas restated from the config (dim_h = head // 6 * 2, dim_t the rest;
         theta = 10000 * ratio ** (dim_h / (dim_h - 2)))."""
+        if self.components:  # the config's own values (its unet_extra_config overrides the unet_config)
+            import comfy.supported_models
+
+            config = dict(self.unet_config) | getattr(comfy.supported_models, self.config).unet_extra_config
+            return list(config["rope_dim_list"]), float(config["theta"])
         if not self.grid:
             return [int(d) for d in embedder.axes_dim], float(embedder.theta)
         head = self.unet_config["model_channels"] // self.unet_config["num_heads"]
@@ -202,6 +208,11 @@ _COSMOS_P2_I2V = dict(_COSMOS_P2, in_channels=17, rope_h_extrapolation_ratio=3.0
 _ANIMA = dict(_COSMOS_P2, image_model="anima", crossattn_emb_channels=1024)
 
 
+# JoyImage: supported_models.JoyImage fixes theta 10000 and rope_dim_list (16, 56, 56), so one head of 128
+_JOYIMAGE = dict(image_model="joyimage", patch_size=(1, 2, 2), in_channels=16, out_channels=16, hidden_size=128,
+                 num_attention_heads=1, text_dim=32, mlp_width_ratio=1.0, num_layers=1)
+
+
 def _text_mask(g):
     # Omnigen2 / Boogu read their caption length (num_tokens) from the text encoder's attention mask
     return {"attention_mask": torch.ones(1, 7, dtype=torch.long)}
@@ -257,6 +268,7 @@ FAMILIES: dict[str, Family] = {
     "cosmos_predict2_i2v": Family("CosmosI2VPredict2", _COSMOS_P2_I2V, 16, 2, True, 32, extra=_none,
                                   adapter="cosmos_predict2", grid=True, time="rflow"),
     "anima": Family("Anima", _ANIMA, 16, 2, True, 1024, extra=_none, adapter="anima", grid=True),
+    "joyimage": Family("JoyImage", _JOYIMAGE, 16, 2, True, 32, extra=_none, adapter="joyimage", components=True),
     "boogu": Family("Boogu", _BOOGU, 16, 2, False, 32, extra=_text_mask, adapter="omnigen2"),
 
 }
