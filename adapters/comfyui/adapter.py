@@ -190,12 +190,14 @@ class ComfyAdapter(Adapter):
             parent_name, _, attr = path.rpartition(".")
             parent = self.model.get_submodule(parent_name)
             original = replacement.original
-            own = attr in vars(parent)  # False for a method: the replacement shadows it as an instance attribute
+            # a method row's replacement shadows the class's method as an instance attribute: removing it is
+            # deleting that attribute; a module (or any attribute of the instance) is put back
+            shadows = self.family.method is not None and attr not in vars(parent)
             setattr(parent, attr, replacement)
-            if own:
-                self.on_remove(lambda parent=parent, attr=attr, original=original: setattr(parent, attr, original))
-            else:
+            if shadows:
                 self.on_remove(lambda parent=parent, attr=attr: vars(parent).pop(attr, None))
+            else:
+                self.on_remove(lambda parent=parent, attr=attr, original=original: setattr(parent, attr, original))
         state = self.state
 
         def pre(module, args, kwargs):

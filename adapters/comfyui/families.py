@@ -1,16 +1,17 @@
 """ComfyUI's DiT families as rows of one table: where each keeps its rotary embedder and how its ids are laid out.
 
 A row names the diffusion-model classes (by qualified name: dype_rope never imports ComfyUI), the attribute
-path of every EmbedND-style module the model calls, which id axes hold the image's rows and columns, the
-native training grid, and whether the model applies ComfyUI's `rope_options` to its image ids. The image's
-token grid is read from the latent: ceil(latent size / patch size) on each spatial axis, which is how every
-family here pads its latent before patchifying. Video families keep their frame axis (axis 0) as it is.
+path of every rotary embedder the model calls, which id axes hold the image's rows and columns, the native
+training grid, and whether the model applies ComfyUI's `rope_options` to its image ids. The image's token grid
+is read from the latent: ceil(latent size / patch size) on each spatial axis, which is how every family here
+pads its latent before patchifying. Video families keep their frame axis (axis 0) as it is.
 
-Several rows may share a class (HunyuanVideo's class also runs HunyuanImage 2.1 with two id axes): `n_axes`
-then says which layout a row is, read off the embedder's `axes_dim` when the model is patched.
-
-Every row's model samples as flow matching: ComfyUI's sigma is the diffusion time (1 = noise), which is the
-time DyPE's schedule takes, so no row needs a time conversion.
+Most embedders map ids to EmbedND's rotation matrices; a row says so by default, and otherwise names its kind:
+a `layout` (the same numbers arranged differently, formats.py), a `grid` reader (tables built from the grid's
+shape, grid.py) or a `method` reader (tables built in a model method from component grid sizes, components.py).
+Several rows may share a class (HunyuanVideo's class also runs HunyuanImage 2.1): `n_axes` (the embedder's axis
+count) or `when` (a model attribute) says which row a model is. `time` says how the sampler's sigma gives DyPE's
+t (1 = noise): the sigma itself for flow matching, sigma / (sigma + 1) for Cosmos' rectified flow.
 """
 
 from __future__ import annotations

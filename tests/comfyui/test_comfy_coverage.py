@@ -59,8 +59,10 @@ def resolve(name: str) -> type:
 
 def test_supported_and_refused_entries_match_the_tables(coverage):
     for entry in coverage:
-        mro = {f"{c.__module__}.{c.__qualname__}" for c in resolve(entry["class"]).__mro__}
-        rows = [f.name for f in FAMILIES if mro & set(f.classes)]
+        mro = [f"{c.__module__}.{c.__qualname__}" for c in resolve(entry["class"]).__mro__]
+        # the rows of the most specific class along the MRO that has any (Anima before Predict2's class)
+        rows = next(([f.name for f in FAMILIES if c in f.classes] for c in mro
+                     if any(c in f.classes for f in FAMILIES)), [])
         refused = [REFUSED[c] for c in mro if c in REFUSED]
         if entry["status"] == "supported":
             assert entry["detail"] == ", ".join(rows) and not refused
@@ -88,4 +90,22 @@ def test_a_refused_model_raises_its_reason(comfy, name):
     with pytest.raises(TypeError, match=re.escape(REFUSED[name])):
         dype_rope.patch(model)
     with pytest.raises(TypeError, match=re.escape(REFUSED[name])):
+        comfy_adapter_class(model)
+
+
+def test_a_shared_class_picks_its_row_from_the_model_or_says_none_fits(comfy):
+    """HunyuanVideo's class is two rows (3 id axes: HunyuanVideo; 2: HunyuanImage 2.1): the embedder decides."""
+    from comfy.ldm.flux.layers import EmbedND
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+
+    from dype_rope.adapters.comfyui import ADAPTERS
+
+    expected = {3: "hunyuan_video", 2: "hunyuan_image"}
+    for n, row in expected.items():
+        model = bare(HunyuanVideo)
+        model.pe_embedder = EmbedND(dim=8 * n, theta=256, axes_dim=[8] * n)
+        assert comfy_adapter_class(model) is ADAPTERS[row]
+    model = bare(HunyuanVideo)
+    model.pe_embedder = EmbedND(dim=32, theta=256, axes_dim=[8] * 4)
+    with pytest.raises(TypeError, match="has 4 id axes.*fits none of the DyPE rows"):
         comfy_adapter_class(model)
