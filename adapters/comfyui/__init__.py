@@ -9,6 +9,6 @@ from .patcher import DYPE_KEY, patch_model_patcher
 from .refused import NO_POSITIONS, REFUSED
 
 __all__ = [
-    "ADAPTERS", "DYPE_KEY", "FAMILIES", "NO_POSITIONS", "REFUSED", "ComfyAdapter", "ComfyFamily", "comfy_adapter_class",
-    "patch_model_patcher",
+    "ADAPTERS", "DYPE_KEY", "FAMILIES", "NO_POSITIONS", "REFUSED", "ComfyAdapter", "ComfyFamily",
+    "comfy_adapter_class", "patch_model_patcher",
 ]
