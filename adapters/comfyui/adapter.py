@@ -25,11 +25,20 @@ from dype_rope.rope import RopePlan, build_plan, check_axes_dims, freq_dtype
 from ..base import Adapter, CallHook, qualified_name, register_adapter, spans_on
 from .call import CallState, ComfyCall
 from .embed import DyPEComfyEmbed
-from .families import FAMILIES, ComfyFamily
+from .families import FAMILIES, TIMES, ComfyFamily
+from .formats import LAYOUTS
+from .components import READERS as METHOD_READERS
+from .components import DyPEComponentsEmbed
+from .grid import READERS, DyPEGridEmbed
 
 
-def patch_size_hw(diffusion_model: nn.Module, attr: str = "patch_size") -> tuple[int, int]:
-    """The model's patch size on (rows, cols): an int, or a (frames, rows, cols) / (rows, cols) sequence."""
+def patch_size_hw(diffusion_model: nn.Module, attr: "str | ComfyFamily" = "patch_size") -> tuple[int, int]:
+    """The model's patch size on (rows, cols): an int, or a (frames, rows, cols) / (rows, cols) sequence; given a
+    family row, the row's fixed patch where it has one, else the attribute the row names."""
+    if isinstance(attr, ComfyFamily):
+        if attr.patch is not None:
+            return attr.patch, attr.patch
+        attr = attr.patch_attr
     ps = getattr(diffusion_model, attr, None)
     if isinstance(ps, int):
         return ps, ps
@@ -69,16 +78,34 @@ class ComfyAdapter(Adapter):
             raise ValueError(f"the {self.name} adapter finds its embedders itself; drop module=")
         super().__init__(model, cfg, base_grid, aspect, backend, module)
         self.state = CallState()
-        self.patch_hw = patch_size_hw(model, self.family.patch_attr)
+        self.patch_hw = patch_size_hw(model, self.family)
         self.stock = {path: self._embedder(path, (stock or {}).get(path)) for path in self.family.embedders}
         first = self.stock[self.family.embedders[0]]
-        self.axes_dims = check_axes_dims(first.axes_dim)
-        self.theta = float(first.theta)
+        if self.family.grid is not None:
+            axes_dims, self.theta = READERS[self.family.grid](first)
+            self.axes_dims = check_axes_dims(axes_dims)
+        elif self.family.method is not None:
+            axes_dims, self.theta = METHOD_READERS[self.family.method](model)
+            self.axes_dims = check_axes_dims(axes_dims)
+        else:
+            self.axes_dims = check_axes_dims(first.axes_dim)
+            self.theta = float(first.theta)
         n = len(self.axes_dims)
         if max(self.family.id_axes) >= n:
             raise ValueError(f"{type(model).__name__}'s embedder has {n} axes; the {self.name} adapter expects more")
-        grid = dict(zip(self.family.id_axes, self.base_grid))
+        # the base grid's extent in id units: the positions the model was trained on, after its own id scale
+        ph, pw = self.patch_hw
+        self.base_extent = self._own_extents(*self.base_grid, self.base_grid[0] * ph, self.base_grid[1] * pw)
+        grid = dict(zip(self.family.id_axes, self.base_extent))
         self.base_lens = tuple(float(grid.get(a, 1.0)) for a in range(n))
+
+    def _own_extents(self, rows: int, cols: int, h: int, w: int) -> list[float]:
+        """Extent of a rows x cols token grid (an h x w latent) in id units without rope_options: (n - 1) / scale
+        + 1 where the family divides its ids by a scale of its own (Kandinsky 5), n elsewhere."""
+        if self.family.id_scale is None:
+            return [rows, cols]
+        scale = self.family.id_scale(self.model, h, w)
+        return [(n - 1) / scale[a] + 1.0 for n, a in zip((rows, cols), self.family.id_axes)]
 
     def default_base_grid(self) -> tuple[int, int]:
         return self.family.base_grid
@@ -88,11 +115,11 @@ class ComfyAdapter(Adapter):
         """The call of a latent x [B, C, (T,) H, W] at `sigma` (a tensor [B] or a number, 1 = noise)."""
         shape = tuple(latent_shapes[0]) if latent_shapes else tuple(x.shape)
         rows, cols = (math.ceil(s / p) for s, p in zip(shape[-2:], self.patch_hw))
-        extents = [rows, cols]
+        extents = self._own_extents(rows, cols, *shape[-2:])
         stretch = (transformer_options or {}).get("rope_options") if self.family.rope_options else None
         if stretch:
             extents = [image_extent(rows, stretch.get("scale_y")), image_extent(cols, stretch.get("scale_x"))]
-        ratios = [e / b for e, b in zip(extents, self.base_grid)]
+        ratios = [e / b for e, b in zip(extents, self.base_extent)]
         if self.aspect == "isotropic":
             ratios = [max(ratios)] * len(ratios)
         scales = [1.0] * len(self.axes_dims)
@@ -114,7 +141,7 @@ class ComfyAdapter(Adapter):
 
     def build_plan(self, call: ComfyCall, device: torch.device) -> RopePlan:
         dtype = freq_dtype(device)
-        t = call.sigma.to(device=device, dtype=dtype).reshape(-1)  # one plan per sample
+        t = TIMES[self.family.time](call.sigma.to(device=device, dtype=dtype).reshape(-1))  # one plan per sample
         scales = spans_on(call.scales, dtype, device).expand(t.shape[0], -1)
         return build_plan(self.axes_dims, self.theta, scales, t, self.cfg, self.base_lens)
 
@@ -127,6 +154,15 @@ class ComfyAdapter(Adapter):
                 module = None
         if isinstance(module, DyPEComfyEmbed):
             raise RuntimeError(f"{type(self.model).__name__}.{path} is already a DyPE embedding")
+        if isinstance(module, (DyPEGridEmbed, DyPEComponentsEmbed)):
+            raise RuntimeError(f"{type(self.model).__name__}.{path} is already a DyPE embedding")
+        if self.family.method is not None:
+            module = module if module is not None else getattr(self.model, path, None)
+            if not callable(module):
+                raise TypeError(f"{type(self.model).__name__}.{path} is not the method the {self.name} adapter wraps")
+            return module
+        if self.family.grid is not None and module is not None:
+            return module  # the grid reader checks it
         if module is None or not (hasattr(module, "theta") and hasattr(module, "axes_dim")):
             raise TypeError(
                 f"{type(self.model).__name__}.{path} is {type(module).__name__}, not the EmbedND-style embedder "
@@ -134,11 +170,17 @@ class ComfyAdapter(Adapter):
             )
         return module
 
-    def embedders(self) -> dict[str, DyPEComfyEmbed]:
+    def embedders(self) -> dict[str, nn.Module]:
         """Attribute path -> the replacement of the embedder there."""
         what = f"{type(self.model).__name__}"
+        if self.family.grid is not None:
+            return {path: DyPEGridEmbed(original, self.state, self.build_plan, f"{what}.{path}")
+                    for path, original in self.stock.items()}
+        if self.family.method is not None:
+            return {path: DyPEComponentsEmbed(original, self.state, self.build_plan, f"{what}.{path}")
+                    for path, original in self.stock.items()}
         return {
-            path: DyPEComfyEmbed(original, self.state, self.build_plan, f"{what}.{path}")
+            path: DyPEComfyEmbed(original, self.state, self.build_plan, f"{what}.{path}", LAYOUTS[self.family.layout])
             for path, original in self.stock.items()
         }
 
@@ -148,8 +190,14 @@ class ComfyAdapter(Adapter):
             parent_name, _, attr = path.rpartition(".")
             parent = self.model.get_submodule(parent_name)
             original = replacement.original
+            # a method row's replacement shadows the class's method as an instance attribute: removing it is
+            # deleting that attribute; a module (or any attribute of the instance) is put back
+            shadows = self.family.method is not None and attr not in vars(parent)
             setattr(parent, attr, replacement)
-            self.on_remove(lambda parent=parent, attr=attr, original=original: setattr(parent, attr, original))
+            if shadows:
+                self.on_remove(lambda parent=parent, attr=attr: vars(parent).pop(attr, None))
+            else:
+                self.on_remove(lambda parent=parent, attr=attr, original=original: setattr(parent, attr, original))
         state = self.state
 
         def pre(module, args, kwargs):
@@ -180,17 +228,79 @@ def _adapter_for(family: ComfyFamily) -> type[ComfyAdapter]:
     cls.rescaled_axes = family.id_axes
     cls.pixels_per_token = family.pixels_per_token
     cls.__doc__ = f"ComfyUI {family.note or family.name}."
-    return register_adapter(*family.classes)(cls)
+    return cls
 
 
 ADAPTERS: dict[str, type[ComfyAdapter]] = {family.name: _adapter_for(family) for family in FAMILIES}
 
 
+def rows_of(cls: type) -> list[ComfyFamily]:
+    """The family rows of a diffusion-model class (several where rows share it): those of the first class along
+    its MRO that has rows, so a subclass with a row of its own (Anima) is never matched as its base class."""
+    for c in cls.__mro__:
+        rows = [family for family in FAMILIES if qualified_name(c) in family.classes]
+        if rows:
+            return rows
+    return []
+
+
+def _embedder_axes(diffusion_model: nn.Module, family: ComfyFamily) -> int | None:
+    try:
+        return len(diffusion_model.get_submodule(family.embedders[0]).axes_dim)
+    except (AttributeError, TypeError):
+        return None
+
+
 def comfy_adapter_class(diffusion_model: nn.Module) -> type[ComfyAdapter]:
-    """The adapter for a ComfyUI diffusion model, or a TypeError naming the families there are."""
-    names = {qualified_name(c) for c in type(diffusion_model).__mro__}
-    for family in FAMILIES:
-        if names & set(family.classes):
-            return ADAPTERS[family.name]
-    known = ", ".join(sorted(c for f in FAMILIES for c in f.classes))
+    """The adapter for a ComfyUI diffusion model, or a TypeError naming the families there are (or, for a class
+    dype_rope refuses, why)."""
+    from .refused import refusal_message, refusal_of
+
+    rows = rows_of(type(diffusion_model))
+    for family in rows:
+        if family.n_axes is not None and _embedder_axes(diffusion_model, family) != family.n_axes:
+            continue
+        if family.when is not None and getattr(diffusion_model, family.when[0], None) != family.when[1]:
+            continue
+        return ADAPTERS[family.name]
+    if rows:
+        axes = _embedder_axes(diffusion_model, rows[0])
+        layouts = "; ".join(f"{f.name}: {f.n_axes or 'any'} id axes, {f.when or 'any model'}" for f in rows)
+        raise TypeError(
+            f"{qualified_name(type(diffusion_model))} (its embedder {rows[0].embedders[0]} has {axes} id axes) fits "
+            f"none of the DyPE rows for this class ({layouts})"
+        )
+    if refusal_of(type(diffusion_model)) is not None:
+        raise TypeError(refusal_message(type(diffusion_model)))
+    known = ", ".join(sorted({c for f in FAMILIES for c in f.classes}))
     raise TypeError(f"DyPE has no ComfyUI adapter for {qualified_name(type(diffusion_model))}; supported: {known}")
+
+
+class _SharedClass(ComfyAdapter):
+    """The registered adapter of a class several rows share: constructing it builds the adapter of the row that
+    fits the model (a row adapter is no subclass of this one, so Python does not initialise it twice)."""
+
+    def __new__(cls, model: nn.Module, *args, **kwargs):
+        return comfy_adapter_class(model)(model, *args, **kwargs)
+
+
+def _register() -> None:
+    by_class: dict[str, list[ComfyFamily]] = {}
+    for family in FAMILIES:
+        for name in family.classes:
+            by_class.setdefault(name, []).append(family)
+    for name, rows in by_class.items():
+        if len(rows) == 1:
+            register_adapter(name)(ADAPTERS[rows[0].name])
+            continue
+        first = ADAPTERS[rows[0].name]
+        shared = type(f"ComfyShared{name.rpartition('.')[2]}Adapter", (_SharedClass,), {
+            "family": rows[0], "name": "comfyui-" + "|".join(f.name for f in rows),
+            # patch(base_resolution=...) converts pixels before the row is known: the first row's pixels per token
+            "rescaled_axes": first.rescaled_axes, "pixels_per_token": first.pixels_per_token,
+            "__doc__": "ComfyUI " + "; ".join(f.note or f.name for f in rows) + ".",
+        })
+        register_adapter(name)(shared)
+
+
+_register()

@@ -19,6 +19,7 @@ from dype_rope.rope import RopePlan
 from dype_rope.rope_formats import rotation_matrices
 
 from .call import CallState, ComfyCall, plan_of
+from .formats import pairs
 
 
 class DyPEComfyEmbed(nn.Module):
@@ -30,6 +31,7 @@ class DyPEComfyEmbed(nn.Module):
         state: CallState,
         build_plan: Callable[[ComfyCall, torch.device], RopePlan],
         what: str,
+        layout: Callable[[Tensor], Tensor] = pairs,
     ) -> None:
         super().__init__()
         # a plain attribute, not a submodule: the module tree (and so state_dict, LoRA keys) stays as it was
@@ -40,6 +42,7 @@ class DyPEComfyEmbed(nn.Module):
         self._state = state
         self._build_plan = build_plan
         self._what = what
+        self._layout = layout  # the original's arrangement of the pairs (formats.LAYOUTS)
 
     def forward(self, ids: Tensor) -> Tensor:
         stock = self.original(ids)
@@ -63,13 +66,13 @@ class DyPEComfyEmbed(nn.Module):
             raise ValueError(
                 f"{self._what}: position ids of batch {ids.shape[0]} do not fit a model call of {batch} samples"
             )
-        ours = rotation_matrices(ids, plan)  # [B, L, D/2, 2, 2]
+        ours = self._layout(rotation_matrices(ids, plan))  # [B, L, D/2, 2, 2]
         # the original inserts singleton axes (the head axis) after the batch axis: same numbers, its shape
         ours = ours.reshape(ours.shape[0], *stock.shape[1:])
         keep = torch.ones_like(plan.pair_axis, dtype=torch.bool)
         for axis in call.axes:  # Python ints against a device tensor: no host copy
             keep = keep & (plan.pair_axis != axis)
-        keep = keep.view(-1, 1, 1)  # [D/2, 1, 1] against [..., D/2, 2, 2]
+        keep = self._layout(keep.view(-1, 1, 1).expand(-1, 2, 2))  # [D/2, 2, 2], arranged as the tables
         return torch.where(keep, stock, ours.to(stock.dtype))
 
     def extra_repr(self) -> str:

@@ -64,7 +64,7 @@ def pixels_per_token(model_patcher, diffusion_model, adapter_cls) -> int:
     ratio = getattr(getattr(model_patcher.model, "latent_format", None), "spacial_downscale_ratio", None)
     if not isinstance(ratio, int):
         return adapter_cls.pixels_per_token
-    return ratio * patch_size_hw(diffusion_model, adapter_cls.family.patch_attr)[0]
+    return ratio * patch_size_hw(diffusion_model, adapter_cls.family)[0]
 
 
 def _check_whole(name: str, value, multiple: int = 1, upper: int = MAX_PIXELS) -> int:
@@ -95,8 +95,9 @@ def dype_model(
     except TypeError as err:
         raise NodeInputError(str(err)) from None
     sampling = model.get_model_object("model_sampling")
-    if not any(cls.__name__ == "CONST" for cls in type(sampling).__mro__):
-        # DyPE reads sigma as the flow-matching time (1 = noise); every family it supports samples that way
+    if not any(cls.__name__ == adapter_cls.family.sampling for cls in type(sampling).__mro__):
+        # DyPE reads the diffusion time (1 = noise) off sigma by the family's convention (families.TIMES), which
+        # holds for the family's own model_sampling only
         raise NodeInputError(
             f"DyPE needs a flow-matching model_sampling (sigma = diffusion time), this model has "
             f"{type(sampling).__name__}; remove the ModelSampling node that changed it"

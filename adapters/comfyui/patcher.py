@@ -14,7 +14,11 @@ from typing import Any
 from dype_rope.config import DyPEConfig
 
 from .adapter import comfy_adapter_class
+from .components import DyPEComponentsEmbed
 from .embed import DyPEComfyEmbed
+from .grid import DyPEGridEmbed
+
+REPLACEMENTS = (DyPEComfyEmbed, DyPEGridEmbed, DyPEComponentsEmbed)  # what a DyPE node puts in place
 
 DYPE_KEY = "dype_rope"  # the key of DyPE's wrapper among the patcher's apply_model wrappers
 APPLY_MODEL = "apply_model"  # comfy.patcher_extension.WrappersMP.APPLY_MODEL
@@ -36,7 +40,7 @@ def patch_model_patcher(
     originals = {}
     for path in adapter_cls.family.embedders:
         current = clone.get_model_object(prefix + path)
-        originals[path] = current.original if isinstance(current, DyPEComfyEmbed) else current
+        originals[path] = current.original if isinstance(current, REPLACEMENTS) else current
     clone.remove_wrappers_with_key(APPLY_MODEL, DYPE_KEY)
     adapter = adapter_cls(diffusion_model, cfg, base_grid, aspect, stock=originals)
     for path, replacement in adapter.embedders().items():

@@ -19,7 +19,24 @@ import torch
 import dype_rope
 import tiny_comfy
 from dype_rope.adapters.comfyui import ADAPTERS, comfy_adapter_class
-from shared_code import reference_rotations
+from reference_dype import rope_pairs
+
+# how each embedder arranges its (cos, sin) pairs [..., D/2] into its tables [..., D/2, 2, 2], restated from
+# ComfyUI's code: EmbedND (comfy/ldm/flux/layers.py) and ErnieImageEmbedND3 (comfy/ldm/ernie/model.py)
+
+
+def _pairs(cos, sin):
+    return torch.stack([cos, -sin, sin, cos], dim=-1).unflatten(-1, (2, 2))
+
+
+def _ernie(cos, sin):
+    half = cos.shape[-1] // 2
+    top_c, top_s = cos[..., :half].repeat_interleave(2, dim=-1), sin[..., :half].repeat_interleave(2, dim=-1)
+    bot_c, bot_s = cos[..., half:].repeat_interleave(2, dim=-1), sin[..., half:].repeat_interleave(2, dim=-1)
+    return torch.stack([top_c, -top_s, bot_s, bot_c], dim=-1).unflatten(-1, (2, 2))
+
+
+LAYOUTS = {"pairs": _pairs, "ernie": _ernie}
 
 BASE = (8, 8)  # tokens; the node takes pixels: BASE * pixels per token
 STEPS = 3
@@ -53,16 +70,34 @@ class Tiny:
         model = patcher.get_model_object("diffusion_model")
 
         def pre(module, args, kwargs):
-            calls.append({"sigma": kwargs["transformer_options"]["sigmas"].clone(), "tables": []})
+            calls.append({"sigma": kwargs["transformer_options"]["sigmas"].clone(), "tables": [], "kwargs": []})
+
+        def post(module, args, kwargs, out):  # returns None: the output stays the module's
+            calls[-1]["tables"].append((args[0], out))
+            calls[-1]["kwargs"].append(kwargs)
 
         hooks = [model.register_forward_pre_hook(pre, with_kwargs=True)]
-        for emb in self.embedders(patcher):
-            hooks.append(emb.register_forward_hook(lambda m, a, out: calls[-1]["tables"].append((a[0], out))))
+        wrapped = {}
+        for path in self.adapter.family.embedders:
+            key = f"diffusion_model.{path}"
+            emb = patcher.object_patches[key]
+            if isinstance(emb, torch.nn.Module):
+                hooks.append(emb.register_forward_hook(post, with_kwargs=True))
+            else:  # a replaced method (JoyImage): record around it for this sampling only
+
+                def recording(*args, _emb=emb, **kwargs):
+                    out = _emb(*args, **kwargs)
+                    post(None, args, kwargs, out)
+                    return out
+
+                wrapped[key] = emb
+                patcher.object_patches[key] = recording
         try:
             out = self.sample(patcher, rows, cols)
         finally:
             for h in hooks:
                 h.remove()
+            patcher.object_patches.update(wrapped)
         return out, calls
 
 
@@ -85,23 +120,54 @@ def test_tables_follow_dype_at_every_step(tiny):
     assert [float(c["sigma"][0]) for c in calls] == [float(s) for s in sigmas[:-1]]
     fam = tiny.adapter.family
     emb = tiny.embedders(tiny.dype)[0]
-    axes_dims, theta = [int(d) for d in emb.axes_dim], float(emb.theta)
+    axes_dims, theta = tiny.row.rope(emb)
     scales, base_lens = [1.0] * len(axes_dims), [1.0] * len(axes_dims)
     (r_axis, c_axis) = fam.id_axes
-    scales[r_axis], scales[c_axis] = rows / BASE[0], cols / BASE[1]
-    base_lens[r_axis], base_lens[c_axis] = BASE
-    stretched = torch.cat([torch.full((d // 2,), a in fam.id_axes) for a, d in enumerate(axes_dims)])
+    # extents in id units: the model divides its ids by id_scale (Kandinsky 5), (n - 1) / c + 1
+    (cr, cc) = tiny.row.id_scale
+    extent = [(rows - 1) / cr + 1, (cols - 1) / cc + 1]
+    base = [(BASE[0] - 1) / cr + 1, (BASE[1] - 1) / cc + 1]
+    scales[r_axis], scales[c_axis] = extent[0] / base[0], extent[1] / base[1]
+    base_lens[r_axis], base_lens[c_axis] = base
+    stretched = torch.cat([torch.full((d // 2,), float(a in fam.id_axes)) for a, d in enumerate(axes_dims)])
+    layout = LAYOUTS[tiny.row.layout]
+    moved = layout(stretched, stretched).abs() > 0  # the table entries that come from a rescaled pair
+    sampling = tiny.patcher.get_model_object("model_sampling")
     for call in calls:
         assert call["tables"], "the model embedded no positions through the replaced module"
-        for ids, table in call["tables"]:
-            table = table.reshape(table.shape[0], -1, *table.shape[-3:])  # [B, L, D/2, 2, 2]
-            stock = emb.original(ids).reshape(table.shape[0], -1, *table.shape[-3:])
-            assert torch.equal(table[..., ~stretched, :, :], stock[..., ~stretched, :, :])
-            for b, t in enumerate(call["sigma"].tolist()):
-                expected = reference_rotations(ids.reshape(ids.shape[0], -1, ids.shape[-1])[min(b, ids.shape[0] - 1)],
-                                               axes_dims, theta, scales, t, base_lens)
-                torch.testing.assert_close(table[b][..., stretched, :, :], expected[..., stretched, :, :].float(),
-                                           rtol=1e-5, atol=2e-6)
+        # DyPE's t: the flow time; for Cosmos' rectified flow ComfyUI's own conversion (sigma / (sigma + 1))
+        times = sampling.timestep(call["sigma"]) if tiny.row.time == "rflow" else call["sigma"]
+        for (arg, table), kwargs in zip(call["tables"], call["kwargs"]):
+            # [B, L, D/2, 2, 2]; a grid embedder's tables have no batch axis (one for the call)
+            shared = tiny.row.grid or tiny.row.components
+            table = table.reshape(1 if shared else table.shape[0], -1, *table.shape[-3:])
+            stock = emb.original(arg, **kwargs).reshape(table.shape)
+            assert torch.equal(table[..., ~moved], stock[..., ~moved])
+            if tiny.row.grid:
+                ids = grid_ids(arg)
+            elif tiny.row.components:
+                ids = component_ids(arg)
+            else:
+                ids = arg.reshape(arg.shape[0], -1, arg.shape[-1])
+            for b, t in enumerate(times.tolist()):
+                cos, sin = rope_pairs(ids[min(b, ids.shape[0] - 1)], axes_dims, theta, scales, t, base_lens)
+                torch.testing.assert_close(table[min(b, table.shape[0] - 1)][..., moved],
+                                           layout(cos, sin)[..., moved].float(), rtol=1e-5, atol=2e-6)
+
+
+def component_ids(sizes):
+    """JoyImage's positions: per component (t, h, w) grid, rows and cols from 0, frames continuing: [1, L, 3]."""
+    parts, t0 = [], 0
+    for t, h, w in sizes:
+        parts.append(torch.cartesian_prod(torch.arange(t0, t0 + t), torch.arange(h), torch.arange(w)))
+        t0 += t
+    return torch.cat(parts).unsqueeze(0)
+
+
+def grid_ids(x):
+    """(frame, row, col) of every token of an embedded latent [B, T, H, W, C], in (t h w) order: [1, L, 3]."""
+    t, h, w = x.shape[1:4]
+    return torch.cartesian_prod(torch.arange(t), torch.arange(h), torch.arange(w)).unsqueeze(0)
 
 
 def test_input_patcher_still_samples_stock(tiny):
@@ -124,10 +190,17 @@ def test_two_nodes_in_one_graph_keep_their_own_settings(tiny):
     assert torch.equal(tiny.sample(chained, 16, 12), b)
 
 
-def test_compiled_model_keeps_stock_graph_count(tiny):
+# every mechanism and table layout once, and every family that had the check before; a row that only reuses
+# another row's mechanism with other numbers (compile_check=False) adds compile time, not coverage
+COMPILED = [name for name in SUPPORTED if tiny_comfy.FAMILIES[name].compile_check]
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_compiled_model_keeps_stock_graph_count(comfy, name):
     from comfy_api.torch_helpers import set_torch_compile_wrapper
     from torch._dynamo.testing import CompileCounter
 
+    tiny = Tiny(comfy, name)
     counts = []
     for patcher in (tiny.patcher, tiny.dype):
         torch._dynamo.reset()

@@ -65,6 +65,29 @@ class Family:
     refs: tuple = ()            # default reference token grids for *_edit rows
     adapter: str | None = None  # the dype_rope ComfyUI family (adapters/comfyui/families.py) it belongs to
     pixels_per_token: int = 16  # image pixels per token side: VAE downscale x patch (Wan 2.2 5B: 16 x 2)
+    id_scale: tuple[float, float] = (1.0, 1.0)  # the model divides its row / col ids by these (Kandinsky 5: 2, 2)
+    layout: str = "pairs"  # how the embedder arranges its rotation matrices (test_comfy_contract.LAYOUTS)
+    grid: bool = False  # the embedder builds its tables from the embedded latent's shape (Cosmos)
+    components: bool = False  # a model method builds the tables from the components' (t, h, w) sizes (JoyImage)
+    # run the torch.compile graph-count check (rows whose embedder is another row's mechanism unchanged skip it)
+    compile_check: bool = True
+    time: str = "sigma"  # "rflow": DyPE's t is the model_sampling's timestep(sigma) (Cosmos' rectified flow)
+
+    def rope(self, embedder) -> tuple[list[int], float]:
+        """(pairs per axis x 2, theta) of the row's RoPE: an EmbedND's own attributes, or for Cosmos'
+        VideoRopePosition3DEmb ComfyUI's formulas restated from the config (dim_h = head // 6 * 2, dim_t the rest;
+        theta = 10000 * ratio ** (dim_h / (dim_h - 2)))."""
+        if self.components:  # the config's own values (its unet_extra_config overrides the unet_config)
+            import comfy.supported_models
+
+            config = dict(self.unet_config) | getattr(comfy.supported_models, self.config).unet_extra_config
+            return list(config["rope_dim_list"]), float(config["theta"])
+        if not self.grid:
+            return [int(d) for d in embedder.axes_dim], float(embedder.theta)
+        head = self.unet_config["model_channels"] // self.unet_config["num_heads"]
+        dim_h = head // 6 * 2
+        ratio = self.unet_config["rope_h_extrapolation_ratio"]
+        return [head - 2 * dim_h, dim_h, dim_h], 10000.0 * ratio ** (dim_h / (dim_h - 2))
 
 
 def _flux_extra(g):
@@ -142,6 +165,61 @@ _KREA2 = dict(image_model="krea2", features=64, tdim=256, txtdim=32, heads=2, kv
               patch=2, channels=16, theta=1e3, txtlayers=2, txtheads=2, txtkvheads=2)
 
 
+# HunyuanVideo 1.5 as model_detection builds it (patch 1 x 1 x 1, a vision-token input, cond-type embedding,
+# meanflow_sum), scaled down; in_channels = 2 x 16 latent channels + mask (its concat_cond fills them)
+_HUNYUAN_VIDEO15 = dict(_HUNYUAN_VIDEO, in_channels=33, vec_in_dim=None, patch_size=[1, 1, 1], vision_in_dim=32,
+                        use_cond_type_embedding=True, meanflow_sum=True, guidance_embed=False)
+
+# HunyuanImage 2.1: the same class with a 2-D patch and two id axes (model_detection: axes_dim [64, 64])
+_HUNYUAN_IMAGE21 = dict(_HUNYUAN_VIDEO, in_channels=64, out_channels=64, vec_in_dim=None, axes_dim=[16, 16],
+                        patch_size=[1, 1], guidance_embed=False)
+
+# LongCat-Image: FLUX's class with caption ids on the row and column axes (supported_models.LongCatImage)
+_LONGCAT = dict(_FLUX, guidance_embed=False, vec_in_dim=None, txt_ids_dims=[1, 2])
+
+_LENS = dict(image_model="lens", patch_size=2, in_channels=128, out_channels=32, num_layers=1, attention_head_dim=32,
+             num_attention_heads=2, enc_hidden_dim=16, axes_dims_rope=(8, 12, 12), selected_layer_index=(0, 1))
+
+_MAGE_FLOW = dict(image_model="mage_flow", in_channels=128, out_channels=128, num_layers=1, attention_head_dim=32,
+                  num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(8, 12, 12))
+
+_OMNIGEN2 = dict(image_model="omnigen2", patch_size=2, in_channels=16, hidden_size=64, num_layers=1,
+                 num_refiner_layers=1, num_attention_heads=2, num_kv_heads=2, multiple_of=16,
+                 axes_dim_rope=(8, 12, 12), text_feat_dim=32)
+
+_BOOGU = dict(image_model="boogu", patch_size=2, in_channels=16, hidden_size=64, num_layers=2,
+              num_double_stream_layers=1, num_refiner_layers=1, num_attention_heads=2, num_kv_heads=2, multiple_of=16,
+              axes_dim_rope=(8, 12, 12), instruction_feat_dim=32)
+
+
+_ERNIE = dict(image_model="ernie", hidden_size=64, num_attention_heads=2, num_layers=1, ffn_hidden_size=64,
+              in_channels=128, out_channels=128, patch_size=1, text_in_dim=32, rope_theta=256,
+              rope_axes_dim=(8, 12, 12))
+
+
+# Cosmos Predict2 as model_detection builds it (rope3d with the checkpoint's NTK ratios 4, 4, 1, no fps
+# modulation), scaled down: heads of 48 channels give the (16, 16, 16) split of VideoRopePosition3DEmb
+_COSMOS_P2 = dict(image_model="cosmos_predict2", max_img_h=240, max_img_w=240, max_frames=128, in_channels=16,
+                  out_channels=16, patch_spatial=2, patch_temporal=1, concat_padding_mask=True, model_channels=96,
+                  num_blocks=1, num_heads=2, crossattn_emb_channels=32, pos_emb_cls="rope3d", pos_emb_learnable=True,
+                  pos_emb_interpolation="crop", min_fps=1, max_fps=30, use_adaln_lora=True, adaln_lora_dim=16,
+                  extra_per_block_abs_pos_emb=False, rope_h_extrapolation_ratio=4.0, rope_w_extrapolation_ratio=4.0,
+                  rope_t_extrapolation_ratio=1.0, rope_enable_fps_modulation=False)
+# the image-to-video model: 17 input channels (a mask beside the latent), NTK ratios 3, 3, 1
+_COSMOS_P2_I2V = dict(_COSMOS_P2, in_channels=17, rope_h_extrapolation_ratio=3.0, rope_w_extrapolation_ratio=3.0)
+_ANIMA = dict(_COSMOS_P2, image_model="anima", crossattn_emb_channels=1024)
+
+
+# JoyImage: supported_models.JoyImage fixes theta 10000 and rope_dim_list (16, 56, 56), so one head of 128
+_JOYIMAGE = dict(image_model="joyimage", patch_size=(1, 2, 2), in_channels=16, out_channels=16, hidden_size=128,
+                 num_attention_heads=1, text_dim=32, mlp_width_ratio=1.0, num_layers=1)
+
+
+def _text_mask(g):
+    # Omnigen2 / Boogu read their caption length (num_tokens) from the text encoder's attention mask
+    return {"attention_mask": torch.ones(1, 7, dtype=torch.long)}
+
+
 def _hidream_extra(g):
     # conditioning_llama3: (batch, llama layers, tokens, width); llama_layers picks one per block.
     return {"pooled_output": torch.randn(1, 32, generator=g),
@@ -168,9 +246,33 @@ FAMILIES: dict[str, Family] = {
     "z_image": Family("ZImage", _ZIMAGE, 16, 2, False, 32, extra=_none, adapter="lumina2"),
     "hidream": Family("HiDream", _HIDREAM, 16, 2, False, 32, extra=_hidream_extra, adapter="hidream"),
     "hunyuan_video": Family("HunyuanVideo", _HUNYUAN_VIDEO, 16, 2, True, 32, extra=_pooled_only, adapter="hunyuan_video"),
-    "kandinsky5": Family("Kandinsky5", _KANDINSKY5, 16, 2, True, 32, extra=_pooled_only),
+    # ComfyUI's default rope_scale_factor (1, 2, 2): row and col ids halved
+    "kandinsky5": Family("Kandinsky5", _KANDINSKY5, 16, 2, True, 32, extra=_pooled_only, adapter="kandinsky5",
+                         id_scale=(2.0, 2.0)),
+    "kandinsky5_image": Family("Kandinsky5Image", dict(_KANDINSKY5, visual_embed_dim=64), 16, 2, False, 32,
+                               extra=_pooled_only, adapter="kandinsky5_image", id_scale=(2.0, 2.0), compile_check=False),
     "krea2": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none, adapter="krea2"),
     "krea2_edit": Family("Krea2", _KREA2, 16, 2, True, 64, extra=_none, ref_method="index", refs=((16, 16),), adapter="krea2"),
+    "hunyuan_video15": Family("HunyuanVideo15", _HUNYUAN_VIDEO15, 16, 1, True, 32, extra=_pooled_only,
+                              adapter="hunyuan_video", compile_check=False),
+    "hunyuan_image21": Family("HunyuanImage21", _HUNYUAN_IMAGE21, 64, 1, False, 32, extra=_none,
+                              adapter="hunyuan_image", pixels_per_token=32),
+    "longcat_image": Family("LongCatImage", _LONGCAT, 16, 2, False, 32, extra=_none, adapter="flux", compile_check=False),
+    "lens": Family("Lens", _LENS, 128, 1, False, 32, extra=_none, adapter="lens", compile_check=False),
+    "mage_flow": Family("MageFlow", _MAGE_FLOW, 128, 1, False, 32, extra=_none, adapter="mage_flow", compile_check=False),
+    "mage_flow_edit": Family("MageFlow", _MAGE_FLOW, 128, 1, False, 32, extra=_none, refs=((16, 16),),
+                             adapter="mage_flow"),
+    "omnigen2": Family("Omnigen2", _OMNIGEN2, 16, 2, False, 32, extra=_text_mask, adapter="omnigen2", compile_check=False),
+    "ernie_image": Family("ErnieImage", _ERNIE, 128, 1, False, 32, extra=_none, adapter="ernie_image",
+                          layout="ernie"),
+    "cosmos_predict2_t2i": Family("CosmosT2IPredict2", _COSMOS_P2, 16, 2, True, 32, extra=_none,
+                                  adapter="cosmos_predict2_image", grid=True, time="rflow"),
+    "cosmos_predict2_i2v": Family("CosmosI2VPredict2", _COSMOS_P2_I2V, 16, 2, True, 32, extra=_none,
+                                  adapter="cosmos_predict2", grid=True, time="rflow", compile_check=False),
+    "anima": Family("Anima", _ANIMA, 16, 2, True, 1024, extra=_none, adapter="anima", grid=True, compile_check=False),
+    "joyimage": Family("JoyImage", _JOYIMAGE, 16, 2, True, 32, extra=_none, adapter="joyimage", components=True),
+    "boogu": Family("Boogu", _BOOGU, 16, 2, False, 32, extra=_text_mask, adapter="omnigen2"),
+
 }
 
 
