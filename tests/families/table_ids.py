@@ -2,4 +2,7 @@
 
 from __future__ import annotations
 
-ROWS: tuple = ()
+from .ids_flux_like import ROWS as FLUX_LIKE
+from .ids_matrices import ROWS as OTHER_FORMATS
+
+ROWS: tuple = (*FLUX_LIKE, *OTHER_FORMATS)
