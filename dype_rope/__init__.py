@@ -22,6 +22,19 @@ def register_adapter(*model_classes, detect: bool = False, module_classes=()):
     return _register(*model_classes, detect=detect, module_classes=module_classes)
 
 
+def __getattr__(name: str):
+    """The family table's names (docs/families.md), imported on first use: `import dype_rope` stays light."""
+    if name in ("Family", "Time", "register_family"):
+        from .adapters import table
+
+        return getattr(table, name)
+    if name == "Ids":
+        from .adapters.mechanisms.ids import Ids
+
+        return Ids
+    raise AttributeError(f"module 'dype_rope' has no attribute {name!r}")
+
+
 __all__ = [
     "DyPEConfig",
     "PatchHandle",
@@ -33,6 +46,10 @@ __all__ = [
     "diffusion_time",
     "diffusion_times",
     "enable",
+    "Family",
+    "Ids",
+    "Time",
+    "register_family",
     "get_schedule",
     "is_patched",
     "kappa",

@@ -122,3 +122,9 @@ for _row in ROWS:
     register_family(_row)
 for _classes, _reason in REFUSED:
     refuse(_classes, _reason)
+
+# Models that are not images or videos, refused with the reason (adapters/families/refused.py).
+from . import refused  # noqa: E402,F401
+
+# Last: models with an ids-style module but no row are refused with the row to declare.
+from ..mechanisms import ids_unknown  # noqa: E402,F401
