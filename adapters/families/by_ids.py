@@ -123,6 +123,9 @@ for _row in ROWS:
 for _classes, _reason in REFUSED:
     refuse(_classes, _reason)
 
+# Rows of the Qwen-style shapes mechanism (adapters/families/by_shapes.py).
+from . import by_shapes  # noqa: E402,F401
+
 # Models that are not images or videos, refused with the reason (adapters/families/refused.py).
 from . import refused  # noqa: E402,F401
 

@@ -187,7 +187,7 @@ class DyPEIdsEncoding(nn.Module):
     """Drop-in for an ids-style RoPE module: forward(ids) -> the stock output, with DyPE's numbers on every pair
     whose axis is stretched in this call."""
 
-    def __init__(self, original: nn.Module, fmt: Format, axes: list[list[int]], plan_of_call) -> None:
+    def __init__(self, original: nn.Module, fmt: Format, axes: list[list[int]], plan_of_call, plain=False) -> None:
         super().__init__()
         for attr in ("dim", "theta", "axes_dim"):
             if hasattr(original, attr):
@@ -195,9 +195,12 @@ class DyPEIdsEncoding(nn.Module):
         # a plain attribute, not a submodule: the module tree (state_dict, LoRA keys) stays as it was
         object.__setattr__(self, "original", original)
         self._fmt, self._axes, self._plan_of_call = fmt, axes, plan_of_call
+        self._plain = plain  # method="none": plain RoPE is the stock table itself, in the stock precision
 
     def forward(self, ids: Tensor):
         stock = self.original(ids)
+        if self._plain:
+            return stock
         stocks = tuple(stock) if self._fmt.is_tuple else (stock,)
         plan, scales = self._plan_of_call(ids)
         stretched = scales.index_select(-1, plan.pair_axis) > 1  # [D/2]
@@ -255,7 +258,7 @@ def install_ids(spec: Ids, adapter) -> None:
             step.plan = None
         return plan, step.scales
 
-    replacement = DyPEIdsEncoding(original, fmt, axes, plan_of_call)
+    replacement = DyPEIdsEncoding(original, fmt, axes, plan_of_call, plain=adapter.cfg.method == "none")
     carry_parallel_hooks(original, replacement)
     setattr(parent, attr, replacement)
     adapter.on_remove(lambda: setattr(parent, attr, original))

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .ids_flux_like import ROWS as FLUX_LIKE
 from .ids_matrices import ROWS as OTHER_FORMATS
+from .shapes_nucleus import ROWS as SHAPES
 
-ROWS: tuple = (*FLUX_LIKE, *OTHER_FORMATS)
+ROWS: tuple = (*FLUX_LIKE, *OTHER_FORMATS, *SHAPES)
