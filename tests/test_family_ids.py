@@ -234,3 +234,33 @@ def test_a_model_without_a_row_is_told_the_module_and_the_row_then_the_documente
     handle.remove()
     with torch.no_grad():
         assert torch.equal(model(**big).sample, ref_big)
+
+
+# -- dype_rope.enable: the pipeline's own token count -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pipeline, row, attrs",
+    [
+        # BriaPipeline's vae_scale_factor is 2 ** len(block_out_channels) = 16 for its 4-block VAE, and it packs 2 x 2
+        ("diffusers.pipelines.bria.pipeline_bria.BriaPipeline", "BRIA", dict(vae_scale_factor=16)),
+        # Krea2Pipeline: vae_scale_factor 8 (2 ** len(temperal_downsample)), patch_size 2 by default
+        ("diffusers.pipelines.krea2.pipeline_krea2.Krea2Pipeline", "KREA2", dict(vae_scale_factor=8, patch_size=2)),
+    ],
+)
+def test_enable_counts_the_image_tokens_the_pipeline_itself_makes(pipeline, row, attrs):
+    """enable()'s resolution shift reads the image's token count: it must be the pipeline's own (its
+    prepare_latents), which the row's pixels per token gives where the pipeline's attributes alone would not."""
+    import importlib
+
+    import families.ids_flux_like as rows
+    from dype_rope.pipelines import image_tokens
+
+    module, _, name = pipeline.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    pipe = cls.__new__(cls)  # the pipeline's own methods on the attributes its __init__ sets; no weights needed
+    pipe.__dict__.update(transformer=getattr(rows, row).build(), **attrs)
+    for height, width in ((1024, 1024), (2048, 1536)):
+        latents = pipe.prepare_latents(1, 16, height, width, torch.float32, "cpu", None)
+        latents = latents[0] if isinstance(latents, tuple) else latents
+        assert image_tokens(pipe, height, width) == latents.shape[1]
