@@ -71,6 +71,20 @@ ROWS = (
         note="BriaFiboEmbedND, (cos, sin) interleaved",
     ),
     Family(
+        name="bria-fibo2",
+        classes=(T + "transformer_bria_fibo2.BriaFibo2Transformer2DModel",),
+        module="rope_embedder",
+        # a plain RopeEmbedder object indexing precomputed complex tables with integer ids (plane, row, column): the
+        # image on plane max_num_gist_tokens + 1, context images on the planes after it, gist tokens on planes 1.. at
+        # row = column = 0. The model builds the ids itself and embeds the image first: that call sets the scale.
+        # Its tables end at axes_lens (512 tokens per side by default): the stock model's limit, and DyPE's.
+        mechanism=Ids("complex", image_ids=None, integer_ids=True, axes_attr="axes_dims"),
+        base_grid=(64, 64),  # BriaFibo2Pipeline: default_sample_size 128 x vae_scale_factor 8 = 1024 px, patch_size 2
+        time=SIGMA,  # the pipeline passes t / 1000, "the noise level in [0, 1]"
+        title="Bria-Fibo 2",
+        note="RopeEmbedder (plane, row, column), complex freqs_cis",
+    ),
+    Family(
         name="krea2",
         classes=(T + "transformer_krea2.Krea2Transformer2DModel",),
         module="rotary_emb",

@@ -12,11 +12,11 @@ call (torch.where on the device, no host sync): at or below the base grid the mo
 in whatever precision the module computes. Stretched pairs take DyPE's frequencies, computed in float64 where
 the device has it and cast to the stock dtype.
 
-The scale comes from the generated image's own ids: the model's image-ids forward argument where it has one (one
-plan per model call, shared by every embedding of the call: text, image, reference images), else the ids each
-embedding receives. Extents are token counts on the first index of axis 0 (`image_spans`), so reference images
-on later indices and caption tokens never set the scale; where axis 0 is a spatial axis too (`frame_axis=False`)
-every token counts.
+The scale comes from the generated image's own ids: the model's image-ids forward argument where it has one, else
+the ids of the call's first embedding (models that build their ids themselves and embed the generated image
+first). One plan per model call, shared by every embedding of the call (text, image, reference images). Extents
+are token counts on the first index of axis 0 (`image_spans`), so reference images on later indices and caption
+tokens never set the scale; where axis 0 is a spatial axis too (`frame_axis=False`) every token counts.
 """
 
 from __future__ import annotations
@@ -83,16 +83,21 @@ class Ids:
     """The layout of an ids-style RoPE module, declared by a family row (adapters/table.py).
 
     format:     a key of FORMATS.
-    image_ids:  the model's forward argument holding the generated image's ids (None: each embedding's own ids).
+    image_ids:  the model's forward argument holding the generated image's ids (None: the ids of the call's first
+                embedding, for models that build the ids themselves and embed the generated image first).
     frame_axis: axis 0 of the ids is a frame / modality index (FLUX); False where every axis is spatial (PRX).
     ids_rank:   2 for ids [L, n_axes], 3 for ids [B, L, n_axes]: how the probe calls the module. With 3 the
                 tables carry a batch dimension and a mixed-time batch gets one plan per sample.
+    integer_ids: the module indexes precomputed tables with its ids (Bria-Fibo 2): the probe passes integers.
+    axes_attr:  the module's attribute holding the channels per axis ("axes_dim", or "axes_dims").
     """
 
     format: str = "cos_sin_interleaved"
     image_ids: str | None = "img_ids"
     frame_axis: bool = True
     ids_rank: int = 2
+    integer_ids: bool = False
+    axes_attr: str = "axes_dim"
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -104,7 +109,9 @@ class Ids:
         install_ids(self, adapter)
 
 
-def _device(module: nn.Module) -> torch.device:
+def _device(module) -> torch.device:
+    if not isinstance(module, nn.Module):
+        return torch.device("cpu")
     tensor = next(chain(module.parameters(), module.buffers()), None)
     return tensor.device if tensor is not None else torch.device("cpu")
 
@@ -147,7 +154,8 @@ def probe(spec: Ids, module: nn.Module, axes_dims: Sequence[int], theta: float) 
     fmt, name = FORMATS[spec.format], type(module).__name__
     device, n = _device(module), len(axes_dims)
     # Distinct, non-trivial positions on every axis (up to 19): a wrong theta, axis order or pair layout shows.
-    ids = torch.stack([torch.arange(4, dtype=torch.float32, device=device) * (a + 2) + 1 for a in range(n)], -1)
+    dtype = torch.long if spec.integer_ids else torch.float32
+    ids = torch.stack([torch.arange(4, dtype=dtype, device=device) * (a + 2) + 1 for a in range(n)], -1)
     if spec.ids_rank == 3:
         ids = torch.stack([ids, ids.flip(0)])
     try:
@@ -183,13 +191,27 @@ def image_extents(ids: Tensor, frame_axis: bool) -> Tensor:
     return image_spans(torch.cat([torch.zeros_like(ids[:, :1]), ids], dim=-1))[1:]
 
 
+class PlainEncoding:
+    """The replacement of a RoPE encoding that is a plain object, not a module (Bria-Fibo 2's RopeEmbedder): it stays
+    a plain object, so the model's module tree (and state_dict) is unchanged."""
+
+    def __init__(self, encoding: "DyPEIdsEncoding") -> None:
+        self.encoding = encoding
+        for attr in ("theta", "axes_dim", "axes_dims", "axes_lens"):
+            if hasattr(encoding.original, attr):
+                setattr(self, attr, getattr(encoding.original, attr))
+
+    def __call__(self, ids: Tensor):
+        return self.encoding(ids)
+
+
 class DyPEIdsEncoding(nn.Module):
     """Drop-in for an ids-style RoPE module: forward(ids) -> the stock output, with DyPE's numbers on every pair
     whose axis is stretched in this call."""
 
     def __init__(self, original: nn.Module, fmt: Format, axes: list[list[int]], plan_of_call, plain=False) -> None:
         super().__init__()
-        for attr in ("dim", "theta", "axes_dim"):
+        for attr in ("dim", "theta", "axes_dim", "axes_dims"):
             if hasattr(original, attr):
                 setattr(self, attr, getattr(original, attr))
         # a plain attribute, not a submodule: the module tree (state_dict, LoRA keys) stays as it was
@@ -219,7 +241,7 @@ def _resolve(model: nn.Module, path: str) -> tuple[nn.Module, str, nn.Module]:
     parent_name, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     module = getattr(parent, attr, None)
-    if not isinstance(module, nn.Module):
+    if not callable(module):
         raise TypeError(f"{type(model).__name__}.{path} is {type(module).__name__}, not a RoPE module")
     return parent, attr, module
 
@@ -228,11 +250,13 @@ def install_ids(spec: Ids, adapter) -> None:
     family, model = adapter.family, adapter.model
     parent, attr, original = _resolve(model, family.module)
     owner = f"{type(model).__name__}.{family.module}"
-    if isinstance(original, DyPEIdsEncoding):
+    if isinstance(original, (DyPEIdsEncoding, PlainEncoding)):
         raise RuntimeError(f"{owner} is already a DyPE embedding (a copy of a patched model?)")
-    if not (hasattr(original, "theta") and hasattr(original, "axes_dim")):
-        raise TypeError(f"{owner} ({type(original).__name__}) has no `theta` and `axes_dim`: not an ids-style module")
-    axes_dims = check_axes_dims(original.axes_dim)
+    if not (hasattr(original, "theta") and hasattr(original, spec.axes_attr)):
+        raise TypeError(
+            f"{owner} ({type(original).__name__}) has no `theta` and `{spec.axes_attr}`: not an ids-style module"
+        )
+    axes_dims = check_axes_dims(getattr(original, spec.axes_attr))
     if max(family.rescaled_axes) >= len(axes_dims):
         raise ValueError(f"{owner} has {len(axes_dims)} RoPE axes; the row rescales axes {family.rescaled_axes}")
     theta = float(original.theta)
@@ -253,12 +277,12 @@ def install_ids(spec: Ids, adapter) -> None:
         t = read(
             step.timestep, divide_by=time.divide_by, reverse=time.reverse, dtype=spans.dtype, device=spans.device
         )
-        plan = adapter.plan_step(t, spans, axes_dims, theta, base_lens)
-        if step.ids is None:  # no image-ids argument: every embedding plans from its own ids
-            step.plan = None
+        plan = adapter.plan_step(t, spans, axes_dims, theta, base_lens)  # kept for the rest of the call
         return plan, step.scales
 
     replacement = DyPEIdsEncoding(original, fmt, axes, plan_of_call, plain=adapter.cfg.method == "none")
+    if not isinstance(original, nn.Module):
+        replacement = PlainEncoding(replacement)
     carry_parallel_hooks(original, replacement)
     setattr(parent, attr, replacement)
     adapter.on_remove(lambda: setattr(parent, attr, original))

@@ -51,7 +51,8 @@ def shape_positions(shapes, text_len: int, centred: bool, text_after: str, devic
     blocks = []
     for idx, (f, h, w) in enumerate(shapes):
         frame = torch.arange(idx, idx + f, dtype=torch.float32, device=device)
-        grid = torch.meshgrid(frame, axis_positions(h, centred, device), axis_positions(w, centred, device), indexing="ij")
+        rows, cols = axis_positions(h, centred, device), axis_positions(w, centred, device)
+        grid = torch.meshgrid(frame, rows, cols, indexing="ij")
         blocks.append(torch.stack(grid, dim=-1).reshape(-1, 3))
     extents = [max(h // 2, w // 2) if centred else max(h, w) for _, h, w in shapes]
     start = extents[-1] if text_after == "last" else max(extents)
@@ -75,7 +76,8 @@ class DyPEShapesEncoding(nn.Module):
             return stock
         shapes = image_list(video_fhw)
         device = stock[0].device
-        image, text = shape_positions(shapes, int(max_txt_seq_len), bool(self.scale_rope), self._spec.text_after, device)
+        centred, after = bool(self.scale_rope), self._spec.text_after
+        image, text = shape_positions(shapes, int(max_txt_seq_len), centred, after, device)
         plan, scales = self._plan_of_call(shapes, device)
         stretched = scales.index_select(-1, plan.pair_axis) > 1  # [D/2]
         return tuple(
@@ -93,7 +95,9 @@ def install_shapes(spec: QwenShapes, adapter) -> None:
     if isinstance(original, DyPEShapesEncoding):
         raise RuntimeError(f"{owner} is already a DyPE embedding (a copy of a patched model?)")
     if not all(hasattr(original, a) for a in ("theta", "axes_dim", "scale_rope")):
-        raise TypeError(f"{owner} ({type(original).__name__}) is not a Qwen-style shapes module (theta, axes_dim, scale_rope)")
+        raise TypeError(
+            f"{owner} ({type(original).__name__}) is not a Qwen-style shapes module (theta, axes_dim, scale_rope)"
+        )
     axes_dims = check_axes_dims(original.axes_dim)
     if len(axes_dims) != 3:
         raise ValueError(f"{owner} has {len(axes_dims)} RoPE axes; a shapes module has (frame, rows, columns)")
@@ -109,7 +113,9 @@ def install_shapes(spec: QwenShapes, adapter) -> None:
         if step.plan is None:
             dtype = freq_dtype(device)
             spans = spans_on(shapes[0], dtype, device)  # the generated image sets the scale
-            t = diffusion_time(step.timestep, divide_by=time.divide_by, reverse=time.reverse, dtype=dtype, device=device)
+            t = diffusion_time(
+                step.timestep, divide_by=time.divide_by, reverse=time.reverse, dtype=dtype, device=device
+            )
             adapter.plan_step(t, spans, axes_dims, theta, base_lens)
         return step.plan, step.scales
 
@@ -131,7 +137,9 @@ def probe(spec: QwenShapes, module: nn.Module, axes_dims: Sequence[int], theta: 
         with torch.no_grad():
             out = module([shapes], device=torch.device("cpu"), max_txt_seq_len=text)
     except Exception as err:
-        raise TypeError(f"{type(module).__name__} cannot be called as a shapes module (img_shapes, device, max_txt_seq_len): {err}") from err
+        raise TypeError(
+            f"{type(module).__name__} cannot be called as a shapes module (img_shapes, device, max_txt_seq_len): {err}"
+        ) from err
     plan = plain_plan(axes_dims, theta)
     positions = shape_positions(shapes, text, bool(module.scale_rope), spec.text_after, torch.device("cpu"))
     for got, pos in zip(out, positions):
