@@ -123,13 +123,15 @@ def format_report(entries: list[dict[str, Any]]) -> str:
 
 def _time(time) -> str:
     t = f"`{time.argument}`" if time.divide_by == 1 else f"`{time.argument} / {time.divide_by:g}`"
-    return f"1 - {t}" if time.reverse else t
+    if time.reverse:
+        return f"1 - {t}"
+    return f"{t} (sigma)" if time.divide_by == 1 else t
 
 
 def _mechanism(mechanism) -> str:
-    fmt = getattr(mechanism, "format", None)
-    kind = type(mechanism).__name__.lower()
-    return f"{kind} ({fmt})" if fmt else kind
+    """A mechanism's own one-line description (`describe()`), else its type's name."""
+    describe = getattr(mechanism, "describe", None)
+    return describe() if callable(describe) else type(mechanism).__name__
 
 
 def readme_table() -> str:
@@ -151,7 +153,8 @@ def readme_table() -> str:
         )
     if REFUSED:
         lines += ["", "Refused, with the reason `patch()` gives:", ""]
-        lines += [f"- `{name.rsplit('.', 1)[-1]}`: {why}" for name, why in sorted(REFUSED.items())]
+        refused = sorted((name.rsplit(".", 1)[-1], why) for name, why in REFUSED.items())
+        lines += [f"- `{name}`: {why}" for name, why in refused]
     return "\n".join(lines) + "\n"
 
 

@@ -70,7 +70,8 @@ def test_the_readme_table_is_generated_from_the_family_table():
     flux3 = next(line for line in lines if line.startswith("| FLUX.3 |"))
     assert "64 x 64 (1024 x 1024 px)" in flux3 and "`Flux3Transformer2DModel`" in flux3
     bria = next(line for line in lines if line.startswith("| Bria |"))
-    assert "`timestep / 1000`" in bria
+    assert "`timestep / 1000`" in bria and "ids, cos_sin_interleaved" in bria
+    assert "`timestep` (sigma)" in flux3
 
 
 def test_the_readme_holds_the_generated_table():

@@ -108,6 +108,9 @@ class Ids:
     def install(self, adapter) -> None:
         install_ids(self, adapter)
 
+    def describe(self) -> str:
+        return f"ids, {self.format}"
+
 
 def _device(module) -> torch.device:
     if not isinstance(module, nn.Module):

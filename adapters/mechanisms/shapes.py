@@ -44,6 +44,9 @@ class QwenShapes:
     def install(self, adapter) -> None:
         install_shapes(self, adapter)
 
+    def describe(self) -> str:
+        return "shapes, complex (Qwen-style grid)"
+
 
 def shape_positions(shapes, text_len: int, centred: bool, text_after: str, device) -> tuple[Tensor, Tensor]:
     """float32 positions [N_img, 3] of every image token (image k from frame k, frame-major, rows then columns) and
