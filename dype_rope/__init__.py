@@ -21,6 +21,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "PatchHandle": ".patching", "is_patched": ".patching", "patch": ".patching", "unpatch": ".patching",
     "enable": ".pipelines", "diffusion_time": ".timestep", "diffusion_times": ".timestep",
+    # the family table (docs/families.md)
+    "Family": ".adapters.table", "Time": ".adapters.table", "register_family": ".adapters.table",
+    "Ids": ".adapters.mechanisms.ids",
 }
 
 
@@ -50,6 +53,10 @@ __all__ = [
     "diffusion_time",
     "diffusion_times",
     "enable",
+    "Family",
+    "Ids",
+    "Time",
+    "register_family",
     "get_schedule",
     "is_patched",
     "kappa",

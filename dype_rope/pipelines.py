@@ -89,14 +89,30 @@ def image_tokens(pipe: Any, height: int, width: int) -> int:
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive whole number of pixels, got {value!r}")
-    # video pipelines name their spatial factor apart from the temporal one
-    vae_factor = int(getattr(pipe, "vae_scale_factor_spatial", None) or getattr(pipe, "vae_scale_factor", 8))
-    patch = getattr(getattr(pipe.transformer, "config", None), "patch_size", 1) or 1
-    patch_px = int(patch[-1] if isinstance(patch, (tuple, list)) else patch)  # (frames, rows, columns): a side
-    if hasattr(type(pipe), "_pack_latents"):
-        patch_px = max(patch_px, 2)
-    per_token = vae_factor * patch_px
+    per_token = _row_pixels_per_token(pipe.transformer)  # a family-table row knows its own (Bria's packing)
+    if per_token is None:
+        # video pipelines name their spatial factor apart from the temporal one
+        vae_factor = int(getattr(pipe, "vae_scale_factor_spatial", None) or getattr(pipe, "vae_scale_factor", 8))
+        patch = getattr(getattr(pipe.transformer, "config", None), "patch_size", 1) or 1
+        patch_px = int(patch[-1] if isinstance(patch, (tuple, list)) else patch)  # (frames, rows, columns): a side
+        if hasattr(type(pipe), "_pack_latents"):
+            patch_px = max(patch_px, 2)
+        per_token = vae_factor * patch_px
     return (height // per_token) * (width // per_token)
+
+
+def _row_pixels_per_token(transformer: Any) -> int | None:
+    """The pixels per token a family-table row declares for this transformer (read off its pipeline: Bria's
+    vae_scale_factor already counts the 2 x 2 packing, Krea 2 packs with the pipeline's own patch_size), or None
+    for models without a row."""
+    from .adapters import find_adapter
+    from .adapters.table import TableAdapter
+
+    try:
+        adapter = find_adapter(transformer)
+    except TypeError:
+        return None
+    return adapter.family.pixels_per_token if issubclass(adapter, TableAdapter) else None
 
 
 def _check_scheduler(scheduler: Any) -> None:

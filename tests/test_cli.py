@@ -323,7 +323,7 @@ def test_the_documented_errors_are_the_real_ones(row, argv, capsys):
 def test_help_documents_every_option(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"demo", "plot", "generate", "bench"}
+    assert set(commands) == {"demo", "plot", "generate", "bench", "models"}
     for name, sub in commands.items():
         with pytest.raises(SystemExit) as exit_info:
             main([name, "--help"])

@@ -60,6 +60,10 @@ class AxisThetaGrid:
     patch: Callable[[nn.Module], Sequence[int]]
     refusal: Callable[[Any], Optional[str]] = lambda config: None
 
+    def describe(self) -> str:
+        """The mechanism, for the supported-models table."""
+        return "grid, a theta per axis, (cos, sin) halves"
+
     def install(self, adapter) -> None:
         model, family = adapter.model, adapter.family
         reason = self.refusal(getattr(model, "config", None))

@@ -70,6 +70,10 @@ class Grid:
     timestep_shift: float = 0.0
     per_sample: bool = False
 
+    def describe(self) -> str:
+        """The mechanism and output format, for the supported-models table."""
+        return f"grid, {self.format.describe()}"
+
     def install(self, adapter) -> None:
         install_grid(self, adapter)
 

@@ -72,6 +72,9 @@ class CosSin(_Merging):
 
     layout: str = "interleaved"
 
+    def describe(self) -> str:
+        return f"(cos, sin) {self.layout}"
+
     def __post_init__(self) -> None:
         check_layout(self.layout)
 
@@ -91,6 +94,9 @@ class CosSinChannelsFirst(_Merging):
     """One tensor [B, 2D, F, H, W]: the cos channels of every pair, then the sin channels, interleaved within
     each (Helios), for positions [B, F * H * W, n]."""
 
+    def describe(self) -> str:
+        return "(cos, sin) channels first"
+
     def assemble(self, stock, cos: Tensor, sin: Tensor):
         if not (isinstance(stock, Tensor) and stock.dim() == 5):
             raise ValueError("the stock output is not one [B, 2D, F, H, W] tensor")
@@ -108,6 +114,9 @@ class CosSinChannelsFirst(_Merging):
 @dataclass(frozen=True)
 class RotationMatrices(_Merging):
     """One tensor [..., L, (1,) D/2, 2, 2] of [[cos, -sin], [sin, cos]] per pair (Kandinsky 5)."""
+
+    def describe(self) -> str:
+        return "rotation matrices"
 
     def assemble(self, stock, cos: Tensor, sin: Tensor):
         if not isinstance(stock, Tensor) or stock.shape[-2:] != (2, 2):

@@ -60,6 +60,10 @@ class PassedGridTables:
     refusal: Callable[[Any], Optional[str]] = lambda config: None
     probe: Optional[Probe] = None
 
+    def describe(self) -> str:
+        """The mechanism, for the supported-models table."""
+        return f"tables passed as `{self.argument}`, (cos, sin) interleaved"
+
     def install(self, adapter) -> None:
         model = adapter.model
         config = getattr(model, "config", None)
@@ -197,6 +201,9 @@ class PassedAxisTables(PassedGridTables):
     Plain RoPE over positions p / c: DyPE's schedule applies with its base length in those units, L / c."""
 
     position_scale: Callable[[Any], Sequence[float]] = lambda config: (1.0, 1.0, 1.0)
+
+    def describe(self) -> str:
+        return f"per-axis tables passed as `{self.argument}`, (cos, sin) halves"
 
     def _base_lens(self, adapter, config) -> tuple[float, ...]:
         return tuple(b / float(c) for b, c in zip(adapter.axis_base_lens(3), self.position_scale(config)))

@@ -4,6 +4,7 @@
     dype-rope plot -o schedules.png     effective RoPE frequencies against t for PI / NTK / YaRN and Dy- variants
     dype-rope generate --model DIR --prompt "..." --height 4096 --width 4096 -o out.png
     dype-rope bench                     patched / stock step time of a FLUX-shaped transformer, kernel timings
+    dype-rope models                    which model classes DyPE patches, refuses, or does not know
 
 Bad arguments print one line on stderr and exit with status 2.
 """
@@ -191,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--layers", type=_factor, default=(1, 1), help="double x single blocks, e.g. 1x1 (default: 1x1)")
     bench.add_argument("--tiny", action="store_true", help="a tiny FLUX-like geometry instead of FLUX's (a quick smoke run)")
     bench.add_argument("--skip-kernels", action="store_true", help="only the model-level table")
+
+    models = sub.add_parser("models", help="which model classes of the installed diffusers (and ComfyUI) DyPE patches")
+    models.description = (
+        "Every transformer class of the installed diffusers, and ComfyUI's model classes when ComfyUI is importable: "
+        "supported (with its family row or adapter), refused (with the reason), no rope (nothing to rescale) or "
+        "unknown (a rotary encoding without a row: docs/families.md)."
+    )
+    models.add_argument("--readme", action="store_true", help="print the README's supported-models table instead")
+    models.add_argument("--comfyui", metavar="DIR", help="a ComfyUI checkout whose model classes to report as well")
     return parser
 
 
@@ -262,7 +272,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
-COMMANDS = {"demo": cmd_demo, "plot": cmd_plot, "generate": cmd_generate, "bench": cmd_bench}
+def cmd_models(args: argparse.Namespace) -> int:
+    from dype_rope.coverage import coverage, format_report, readme_table
+
+    if args.readme:
+        print(readme_table(), end="")
+        return 0
+    require("diffusers", "models")
+    if args.comfyui:
+        from dype_rope.coverage import import_comfyui
+
+        import_comfyui(args.comfyui)
+    print(format_report(coverage()))
+    return 0
+
+
+COMMANDS = {"demo": cmd_demo, "plot": cmd_plot, "generate": cmd_generate, "bench": cmd_bench, "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
