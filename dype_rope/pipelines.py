@@ -45,6 +45,21 @@ UNSHIFTED_PIPELINES = {
 }
 
 
+# Pipelines whose resolution shift counts the video's tokens, frames included (calculate_shift on
+# latent_num_frames * latent_height * latent_width): enable() knows no frame count, so the "linear" policy, which
+# extrapolates that line from image tokens, would give a wrong mu there.
+FRAME_COUNTED_SHIFT = {
+    "diffusers.pipelines.ltx.pipeline_ltx.LTXPipeline",
+    "diffusers.pipelines.ltx.pipeline_ltx_image2video.LTXImageToVideoPipeline",
+    "diffusers.pipelines.ltx.pipeline_ltx_condition.LTXConditionPipeline",
+}
+
+
+def frame_counted(pipe: Any) -> bool:
+    """Whether `pipe` is one of FRAME_COUNTED_SHIFT (or a subclass of one)."""
+    return any(f"{c.__module__}.{c.__qualname__}" in FRAME_COUNTED_SHIFT for c in type(pipe).__mro__)
+
+
 def unshifted(pipe: Any) -> bool:
     """Whether `pipe` is one of UNSHIFTED_PIPELINES (or a subclass of one)."""
     return any(f"{c.__module__}.{c.__qualname__}" in UNSHIFTED_PIPELINES for c in type(pipe).__mro__)
@@ -90,10 +105,16 @@ def image_tokens(pipe: Any, height: int, width: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive whole number of pixels, got {value!r}")
     # video pipelines name the factor vae_scale_factor_spatial and their patch size (frames, rows, columns)
-    vae_factor = int(getattr(pipe, "vae_scale_factor", None) or getattr(pipe, "vae_scale_factor_spatial", 8))
+    # (LTX pipelines: vae_spatial_compression_ratio)
+    vae_factor = int(
+        getattr(pipe, "vae_scale_factor", None)
+        or getattr(pipe, "vae_scale_factor_spatial", None)
+        or getattr(pipe, "vae_spatial_compression_ratio", 8)
+    )
     patch = getattr(getattr(pipe.transformer, "config", None), "patch_size", 1) or 1
     patch_px = int(patch[-1] if isinstance(patch, (tuple, list)) else patch)
-    if hasattr(type(pipe), "_pack_latents"):
+    # LTX pipelines' _pack_latents packs by the transformer's own patch size
+    if hasattr(type(pipe), "_pack_latents") and not frame_counted(pipe):
         patch_px = max(patch_px, 2)
     per_token = vae_factor * patch_px
     return (height // per_token) * (width // per_token)
@@ -194,6 +215,11 @@ def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **
             )
         return PipelineHandle(patch(transformer, **patch_kwargs), None, tokens, lambda: None)
     _check_scheduler(scheduler)
+    if shift == "linear" and frame_counted(pipe):
+        raise ValueError(
+            f"{type(pipe).__name__}'s resolution shift counts the video's frames too, which enable() does not know; "
+            "use shift='pinned' or pass the shift as a number mu"
+        )
     mu = resolution_shift(shift, scheduler.config, tokens)
     handle = patch(transformer, **patch_kwargs)
     try:

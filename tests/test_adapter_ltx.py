@@ -93,3 +93,33 @@ def test_a_module_of_another_layout_is_refused():
     with pytest.raises(TypeError, match="does not describe the module"):
         dype_rope.patch(model)
     assert not dype_rope.is_patched(model)
+
+
+def test_enable_on_the_ltx_pipeline_pins_its_shift_and_counts_its_32_px_tokens():
+    """LTXPipeline: tokens of 32 px (VAE 32, patch 1, its _pack_latents packing by the patch size), the shift
+    pinned at the scheduler's max_shift; "linear" is refused (the pipeline's line counts frames too)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline
+
+    from families.ltx import LTX_SCHEDULER, tiny_ltx
+    from families.row import flow_match
+
+    pipe = LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER), vae=None, text_encoder=None,
+                       tokenizer=None, transformer=tiny_ltx())
+    emb = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(0))
+
+    def run(height, width):
+        g = torch.Generator().manual_seed(3)
+        return pipe(prompt_embeds=emb, prompt_attention_mask=torch.ones(1, 3), height=height, width=width,
+                    num_frames=9, num_inference_steps=2, output_type="latent", guidance_scale=1.0, generator=g).frames
+
+    above = run(192, 224)  # 6 x 7 tokens
+    with pytest.raises(ValueError, match="counts the video's frames"):
+        dype_rope.enable(pipe, 192, 224, shift="linear", base_grid=(3, 4))
+    handle = dype_rope.enable(pipe, 192, 224, base_grid=(3, 4))
+    assert handle.mu == LTX_SCHEDULER["max_shift"] and handle.image_seq_len == 6 * 7
+    patched = run(192, 224)
+    pinned, _ = flow_match(LTX_SCHEDULER, image_seq_len=0, steps=2, mu=LTX_SCHEDULER["max_shift"])
+    torch.testing.assert_close(pipe.scheduler.timesteps, pinned)
+    assert not torch.allclose(patched, above, atol=1e-4)
+    handle.remove()
+    assert not dype_rope.is_patched(pipe.transformer) and torch.equal(run(192, 224), above)
