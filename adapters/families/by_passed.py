@@ -186,3 +186,10 @@ register_family(
         note="RoPE on centred, normalised coordinates, tables per sample; rows and columns rescaled, frames plain",
     )
 )
+
+refuse(
+    ("diffusers.models.transformers.transformer_ltx2.LTX2VideoTransformer3DModel",),
+    "LTX-2's LTX2AudioVideoRotaryPosEmbed (video positions as pixel patch midpoints normalised and centred, "
+    "'interleaved' or per-head 'split' tables, audio and cross-modal encodings beside it) has no DyPE row yet: "
+    "dype_rope does not patch it rather than rescale it unverified",
+)
