@@ -50,6 +50,22 @@ def _fixed_shift(pipe: Any) -> bool:
     return any(f"{c.__module__}.{c.__qualname__}" in FIXED_SHIFT_PIPELINES for c in type(pipe).__mro__)
 
 
+# Pipelines whose resolution shift counts the video's tokens, frames included (calculate_shift on
+# latent_num_frames * latent_height * latent_width): enable() knows no frame count, so the "linear" policy, which
+# extrapolates that line from image tokens, would give a wrong mu there.
+FRAME_COUNTED_SHIFT = {
+    "diffusers.pipelines.ltx.pipeline_ltx.LTXPipeline",
+    "diffusers.pipelines.ltx.pipeline_ltx_image2video.LTXImageToVideoPipeline",
+    "diffusers.pipelines.ltx.pipeline_ltx_condition.LTXConditionPipeline",
+}
+
+
+def frame_counted(pipe: Any) -> bool:
+    """Whether `pipe` is one of FRAME_COUNTED_SHIFT (or a subclass of one)."""
+    return any(f"{c.__module__}.{c.__qualname__}" in FRAME_COUNTED_SHIFT for c in type(pipe).__mro__)
+
+
+
 def linear_shift(image_seq_len: float, config: Any) -> float:
     """FLUX's resolution shift line (diffusers' calculate_shift), extrapolated past max_image_seq_len."""
     slope = (config.max_shift - config.base_shift) / (config.max_image_seq_len - config.base_image_seq_len)
@@ -210,6 +226,11 @@ def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **
             )
         return PipelineHandle(patch(transformer, **patch_kwargs), None, tokens, lambda: None)
     _check_scheduler(scheduler)
+    if shift == "linear" and frame_counted(pipe):
+        raise ValueError(
+            f"{type(pipe).__name__}'s resolution shift counts the video's frames too, which enable() does not know; "
+            "use shift='pinned' or pass the shift as a number mu"
+        )
     mu = resolution_shift(shift, scheduler.config, tokens)
     handle = patch(transformer, **patch_kwargs)
     try:

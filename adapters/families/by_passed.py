@@ -5,6 +5,7 @@ row and why the refused models are refused."""
 from __future__ import annotations
 
 from ..mechanisms.axis_theta import AxisThetaGrid
+from ..mechanisms.ltx import CentredCoordinates
 from ..mechanisms.passed import PassedAxisTables, PassedGridTables
 from dype_rope.pipelines import keep_scheduler_shift
 
@@ -178,4 +179,31 @@ register_family(
         title="Cosmos Predict 2 / 2.5",
         note="per-axis NTK-scaled theta; rows and columns rescaled, frames plain",
     )
+)
+
+
+register_family(
+    Family(
+        name="ltx_video",
+        classes=("diffusers.models.transformers.transformer_ltx.LTXVideoTransformer3DModel",),
+        module="rope",
+        mechanism=CentredCoordinates(),
+        # 512 x 704 px at 32 px per token (VAE 32, patch 1): the default size of LTXPipeline,
+        # LTXImageToVideoPipeline and LTXConditionPipeline
+        base_grid=(16, 22),
+        pixels_per_token=32,
+        # the LTX pipelines pass FlowMatchEulerDiscreteScheduler's timestep, sigma * 1000 (1000 = noise); per
+        # token ([B, S]) in image-to-video and condition pipelines, conditioning tokens lower
+        time=Time(argument="timestep", divide_by=1000.0),
+        rescaled_axes=(1, 2),
+        title="LTX-Video 0.9",
+        note="RoPE on centred, normalised coordinates, tables per sample; rows and columns rescaled, frames plain",
+    )
+)
+
+refuse(
+    ("diffusers.models.transformers.transformer_ltx2.LTX2VideoTransformer3DModel",),
+    "LTX-2's LTX2AudioVideoRotaryPosEmbed (video positions as pixel patch midpoints normalised and centred, "
+    "'interleaved' or per-head 'split' tables, audio and cross-modal encodings beside it) has no DyPE row yet: "
+    "dype_rope does not patch it rather than rescale it unverified",
 )

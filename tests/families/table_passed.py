@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .ltx import LTX_VIDEO
 from .passed import ALLEGRO, COGVIDEOX, COSMOS
 
-ROWS: tuple = (COGVIDEOX, COSMOS, ALLEGRO)
+ROWS: tuple = (COGVIDEOX, COSMOS, ALLEGRO, LTX_VIDEO)
