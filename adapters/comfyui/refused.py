@@ -43,14 +43,15 @@ REFUSED: dict[str, str] = {
     # precompute_freqs_cis_2d: linspace(shift, scale * scale_x + shift, n) with scale=16 whatever the grid size
     "comfy.ldm.pixeldit.model.PixDiT_T2I": (
         "PixelDiT spreads every grid, of patches and of pixels alike, over the same position range "
-        "(precompute_freqs_cis_2d: linspace(0, 16, n) per axis): its positions never leave the trained range, a larger image only gets denser ones, so there is "
-        "no extrapolation for DyPE to schedule; its own rope_options (scale_x / scale_y) are its resolution control"
+        "(precompute_freqs_cis_2d: linspace(0, 16, n) per axis): its positions never leave the trained range, a "
+        "larger image only gets denser ones, so there is no extrapolation for DyPE to schedule; its own "
+        "rope_options (scale_x / scale_y) are its resolution control"
     ),
     "comfy.ldm.pixeldit.pid.PidNet": (
         "PiD (PixelDiT's decoder) spreads every grid, of patches and of pixels alike, over the same position "
-        "range (precompute_freqs_cis_2d: linspace(0, 16, n) per axis) and already scales each axis' theta by its own NTK rule from its reference grid (rope_ref_h / "
-        "rope_ref_w): there is no extrapolated axis left for DyPE, which would only stack a second rescale on the "
-        "model's own"
+        "range (precompute_freqs_cis_2d: linspace(0, 16, n) per axis) and already scales each axis' theta by its "
+        "own NTK rule from its reference grid (rope_ref_h / rope_ref_w): there is no extrapolated axis left for "
+        "DyPE, which would only stack a second rescale on the model's own"
     ),
     # SeedVR2's attention (and its RoPE) runs per window: make_720Pwindows_bysize sizes the windows from the
     # aspect ratio alone (the grid scaled to the 45 x 80 token reference area, split into (4, 3, 3) windows)
