@@ -4,7 +4,10 @@ position encoding at all (nothing to rescale; the coverage report leaves them ou
 DyPE rescales the frequencies of a rotary encoding axis by axis, by how far the generated image's token grid
 exceeds the grid the model was trained on. A model is refused here when its encoding has no such axis: learned
 absolute positions (there is no frequency to rescale, only a trained table), frequencies learned as a mix of
-axes, a 1-D sequence (audio), or a 3-D asset's point set. The reason is raised when the user patches it.
+axes, a 1-D sequence (audio), or a 3-D asset's point set; or when its positions never leave the trained range
+(every grid mapped into one position box, or RoPE applied per fixed-size window); or when a rescale could not
+be faithful (a cache holding keys rotated at an earlier step, tables built by a function shared process-wide).
+The reason is raised when the user patches it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,55 @@ REFUSED: dict[str, str] = {
         "for DyPE to rescale"
     ),
     "comfy.ldm.aura.mmdit.MMDiT": "AuraFlow: " + _LEARNED,
+    # calc_rope: get_fill_resize_and_crop((th, tw), 512 // 8 // patch) then linspace positions inside that box
+    "comfy.ldm.hydit.models.HunYuanDiT": (
+        "HunyuanDiT maps every resolution's token grid into the same position box (calc_rope: "
+        "get_fill_resize_and_crop into 512 // 8 // patch_size = 32 positions per side, linspace positions inside "
+        "it): its positions never leave the trained range, a larger image only gets denser ones, so there is no "
+        "extrapolation for DyPE to schedule"
+    ),
+    # precompute_freqs_cis_2d: linspace(shift, scale * scale_x + shift, n) with scale=16 whatever the grid size
+    "comfy.ldm.pixeldit.model.PixDiT_T2I": (
+        "PixelDiT spreads every grid, of patches and of pixels alike, over the same position range "
+        "(precompute_freqs_cis_2d: linspace(0, 16, n) per axis): its positions never leave the trained range, a "
+        "larger image only gets denser ones, so there is no extrapolation for DyPE to schedule; its own "
+        "rope_options (scale_x / scale_y) are its resolution control"
+    ),
+    "comfy.ldm.pixeldit.pid.PidNet": (
+        "PiD (PixelDiT's decoder) spreads every grid, of patches and of pixels alike, over the same position "
+        "range (precompute_freqs_cis_2d: linspace(0, 16, n) per axis) and already scales each axis' theta by its "
+        "own NTK rule from its reference grid (rope_ref_h / rope_ref_w): there is no extrapolated axis left for "
+        "DyPE, which would only stack a second rescale on the model's own"
+    ),
+    # SeedVR2's attention (and its RoPE) runs per window: make_720Pwindows_bysize sizes the windows from the
+    # aspect ratio alone (the grid scaled to the 45 x 80 token reference area, split into (4, 3, 3) windows)
+    "comfy.ldm.seedvr.model.NaDiT": (
+        "SeedVR2 applies its RoPE inside attention windows whose size depends only on the aspect ratio (the token "
+        "grid scaled to its 45 x 80 reference area and split into 4 x 3 x 3 windows, make_720Pwindows_bysize): a "
+        "larger output gets more windows, each with about the trained positions, so no position runs past its "
+        "training extent for DyPE to rescale"
+    ),
+    # every Cosmos 1 checkpoint (7B, 14B) sets extra_per_block_abs_pos_emb, type "learnable", max_img_h/w 240
+    "comfy.ldm.cosmos.model.GeneralDIT": (
+        "Cosmos 1 adds a learned absolute position table per axis (extra_pos_embedder, LearnablePosEmbAxis, "
+        "cropped to the grid) to the tokens of every block beside its RoPE: DyPE could rescale only the RoPE half "
+        "of its position signal, and the learned table ends at max_img_h / patch_spatial = 120 tokens per axis, "
+        "where the model stops running at all"
+    ),
+    # the prefix K/V cache is keyed on input_ids and position_ids, never on the tables that rotated those keys
+    "comfy.ldm.hidream_o1.model.HiDreamO1Transformer": (
+        "HiDream-O1 caches the keys of its causal prompt prefix across steps with the RoPE of the step that "
+        "filled the cache baked in (_kv_cache_entries, keyed on input_ids and position_ids): a per-step rescale "
+        "would rotate the image's queries by each step's tables against prefix keys on the first step's, which is "
+        "not DyPE"
+    ),
+    # _backbone calls comfy.text_encoders.llama.precompute_freqs_cis, imported into ideogram4.model
+    "comfy.ldm.ideogram4.model.Ideogram4Transformer2DModel": (
+        "Ideogram 4 builds its multimodal RoPE tables inside _backbone with the module-level function "
+        "precompute_freqs_cis of comfy.text_encoders.llama (shared with ComfyUI's Llama / Qwen text encoders): "
+        "there is no module, method or option between its position ids and its tables to replace, and DyPE does "
+        "not rebind a module's global for every model in the process"
+    ),
     "comfy.ldm.pixart.pixartms.PixArtMS": "PixArt: " + _ABSOLUTE,
     "comfy.ldm.modules.diffusionmodules.mmdit.OpenAISignatureMMDITWrapper": "SD3 / SD3.5: " + _ABSOLUTE,
     "comfy.ldm.ace.model.ACEStepTransformer2DModel": "ACE-Step: " + _AUDIO,
