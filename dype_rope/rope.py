@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .config import DyPEConfig
-from .schedules import get_schedule
+from .schedules import GLOBAL_SCALE_SCHEDULES, get_schedule, plain
 
 LAYOUTS = ("interleaved", "half")
 
@@ -67,12 +67,15 @@ def build_plan(
     t: Tensor,
     cfg: DyPEConfig,
     base_lens: Sequence[float] | None = None,
+    rescaled_axes: Sequence[int] | None = None,
 ) -> RopePlan:
     """Frequencies of every pair for per-axis size ratios `scales` [..., n_axes] at diffusion time `t` [...].
 
     An axis whose scale is <= 1 (including every axis the caller never rescales: pass 1) gets plain RoPE bit
-    for bit. `base_lens[a]` is the training token count of axis a (YaRN's L); it only matters for YaRN.
-    The arithmetic runs in the dtype of `scales`.
+    for bit, except under a schedule that couples the axes (vision_yarn): there the image's global ratio, the
+    largest over `rescaled_axes` (default: every axis), reaches every rescaled axis, and the axes outside
+    `rescaled_axes` get plain RoPE. `base_lens[a]` is the training token count of axis a (YaRN's L); it only
+    matters for YaRN. The arithmetic runs in the dtype of `scales`.
     """
     dims = check_axes_dims(axes_dims)
     if scales.shape[-1] != len(dims):
@@ -80,9 +83,18 @@ def build_plan(
     base_lens = [1.0] * len(dims) if base_lens is None else [float(b) for b in base_lens]
     schedule = get_schedule(cfg.method)
     t = t.to(scales.dtype)
+    rescaled = range(len(dims)) if rescaled_axes is None else tuple(rescaled_axes)
+    coupled = {}
+    if cfg.method in GLOBAL_SCALE_SCHEDULES:  # a set of names: a constant under torch.compile
+        if not rescaled:
+            raise ValueError(f"method {cfg.method!r} needs at least one rescaled axis")
+        coupled["global_scale"] = torch.stack([scales[..., a] for a in rescaled], dim=-1).amax(dim=-1)
     inv, ms = [], []
     for a, dim in enumerate(dims):
-        inv_a, ms_a = schedule(dim, theta, base_lens[a], scales[..., a], t, cfg)
+        if rescaled_axes is not None and coupled and a not in rescaled:
+            inv_a, ms_a = plain(dim, theta, base_lens[a], scales[..., a], t, cfg)
+        else:
+            inv_a, ms_a = schedule(dim, theta, base_lens[a], scales[..., a], t, cfg, **coupled)
         inv.append(inv_a)
         ms.append(ms_a.unsqueeze(-1).expand(*ms_a.shape, dim // 2))
     # Filled on the device: a host list copied over would stall the stream every step.

@@ -1,4 +1,5 @@
-"""Pieces every schedule shares: plain RoPE frequencies, the DyPE scheduler kappa(t), NTK's base exponent."""
+"""Pieces every schedule shares: plain RoPE frequencies, the DyPE scheduler kappa(t), NTK's base exponent,
+YaRN's attention temperature."""
 
 from __future__ import annotations
 
@@ -36,3 +37,18 @@ def ntk_exponent(dim: int) -> float:
 def ones_like_batch(scale: Tensor, t: Tensor) -> Tensor:
     """An mscale of 1 with the broadcast shape of (scale, t)."""
     return torch.ones(torch.broadcast_shapes(scale.shape, t.shape), dtype=scale.dtype, device=scale.device)
+
+
+def attention_temperature(scale: Tensor, cfg) -> Tensor:
+    """YaRN's attention temperature m(s) on a rescaled axis (s > 1), 1 elsewhere (selected, not computed: bit exact).
+
+    cfg.mscale "log":      m = c ln(s) + 1            (YaRN, the DyPE authors' code)
+    cfg.mscale "log_sqrt": m = 1 + c ln(s) / sqrt(s)   (the form ComfyUI-DyPE gives its isotropic YaRN)
+    with c = cfg.mscale_coeff (0.1).
+    """
+    log = torch.log(scale)
+    if cfg.mscale == "log_sqrt":
+        m = 1 + cfg.mscale_coeff * log / torch.sqrt(scale)
+    else:
+        m = cfg.mscale_coeff * log + 1
+    return torch.where(scale > 1, m, torch.ones_like(scale))
