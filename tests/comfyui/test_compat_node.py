@@ -282,3 +282,22 @@ def test_the_migration_table_holds(compat_cls, flux, theirs, ours):
     assert torch.equal(flux.sample(a, 6, 16), flux.sample(b, 6, 16))
     sigmas = [p.get_model_object("model_sampling").sigmas for p in (a, b)]
     assert torch.equal(*sigmas)
+
+
+def test_compiled_vision_yarn_keeps_stock_graph_count(compat_cls, flux):
+    """Vision-YaRN's global ratio is one more device op inside the plan: the compiled FLUX model stays as many
+    graphs as stock, and gives the eager result."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+    from torch._dynamo.testing import CompileCounter
+
+    counts = []
+    for patcher in (flux.patcher, compat(compat_cls, flux.patcher)):
+        torch._dynamo.reset()
+        clone, counter = patcher.clone(), CompileCounter()
+        set_torch_compile_wrapper(clone, backend=counter)
+        eager = flux.sample(patcher, 6, 16)
+        compiled = flux.sample(clone, 6, 16)
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+        counts.append(counter.frame_count)
+    torch._dynamo.reset()
+    assert counts[1] == counts[0], f"stock compiles to {counts[0]} graph(s), DyPE_Compat to {counts[1]}"
