@@ -21,6 +21,8 @@ stock, noise schedule included.
 
 from __future__ import annotations
 
+import math
+
 from comfy_api.latest import io
 
 from .node import NodeInputError, check_model, comfy_line_mu, flux_sampling, make_config, sampling_with_shift
@@ -60,7 +62,7 @@ def comfyui_dype_settings(method: str, yarn_alt_scaling: bool, enable_dype: bool
 def _check(name: str, value, kind: type, lower: float, upper: float | None = None):
     ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
     if ok:
-        ok = value >= lower and (upper is None or value <= upper) and value == value
+        ok = math.isfinite(value) and value >= lower and (upper is None or value <= upper)
     if not ok:
         bound = f"from {lower} to {upper}" if upper is not None else f">= {lower}"
         noun = "a whole number" if kind is int else "a number"
