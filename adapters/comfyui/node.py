@@ -1,4 +1,5 @@
-"""The DyPE node for ComfyUI (node id "DyPE"): MODEL in, a DyPE clone of it out.
+"""The DyPE node for ComfyUI (node id "DyPE"): MODEL in, a DyPE clone of it out. Its sibling with ComfyUI-DyPE's
+inputs, "DyPE_Compat", lives in node_compat.py and shares the checks and the noise shift below.
 
 Imported only inside ComfyUI (by the repository's top-level __init__.py, which ComfyUI loads from
 custom_nodes/): it builds on comfy_api's node schema. Everything the node does to the model goes through
