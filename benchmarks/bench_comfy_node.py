@@ -48,6 +48,7 @@ def import_comfy(root: Path):
 
     comfy.cli_args.args.cpu = True
     comfy.cli_args.args.use_pytorch_cross_attention = True
+    import comfy.model_management
     import comfy.model_patcher
     import comfy.sample
     import comfy.supported_models
@@ -129,7 +130,7 @@ def measure(comfy, patchers: dict, embeds: dict, grid: int, rounds: int, steps: 
             comfy.sample.sample(patchers[name], noise, steps, 1.0, "euler", "simple", positive, negative, latent,
                                 seed=0, disable_pbar=True)
         assert len(timer.seconds) == steps, "every step goes through the timing wrapper"
-        assert len(embeds[name].seconds) == steps, "one embedding per step, through the timed module"
+        assert len(embeds[name].seconds) == steps, f"one embedding per step, through the timed module: {name} {len(embeds[name].seconds)}"
         return statistics.median(timer.seconds), statistics.median(embeds[name].seconds)
 
     for name in names:  # warm-up
@@ -215,8 +216,11 @@ def main() -> None:
         parser.error("--clock thread counts the sampling thread only: use it with --threads 1")
     timer = StepTimer(args.clock)
     stock.add_wrapper_with_key("apply_model", TIMER_KEY, timer)  # outermost: the DyPE clones inherit it first
-    rows = []
+    rows, done = [], []
     for grid in [int(g) for g in args.grids.split(",")]:
+        # a fresh start for each grid: nothing of the previous grid's patchers may still be loaded (their object
+        # patches would be what runs), and they stay referenced so that no cleanup of theirs runs mid-measurement
+        comfy.model_management.unload_all_models()
         base_px = max(grid // 4, 1) * 16
         patchers = {
             "stock": stock,
@@ -228,6 +232,7 @@ def main() -> None:
         for name in ("DyPE", "DyPE_Compat"):
             embeds[name].attach(patchers[name].object_patches["diffusion_model.pe_embedder"])
         times, embed_times = measure(comfy, patchers, embeds, grid, args.rounds, args.steps, timer)
+        done.append(patchers)
         for node, method in (("DyPE", "yarn"), ("DyPE_Compat", "vision_yarn")):
             s, p = times["stock"], times[node]
             embed_extra = statistics.median(embed_times[node]) - statistics.median(embed_times["stock"])
