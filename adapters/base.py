@@ -377,7 +377,7 @@ class Adapter:
         batch dimension)."""
         scales = self.axis_scales(spans)
         refuse_mixed_times(t, scales > 1)
-        plan = build_plan(axes_dims, theta, scales, t, self.cfg, base_lens)
+        plan = build_plan(axes_dims, theta, scales, t, self.cfg, base_lens, self.rescaled_axes)
         step = self.step
         step.t, step.scales, step.plan = t, scales, plan
         return plan

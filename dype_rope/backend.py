@@ -169,6 +169,9 @@ class _Torch(_Fallback):
     def expand_dims(self, x, /, *, axis=0):
         return self._torch.unsqueeze(x, axis)
 
+    def max(self, x, /, *, axis=None):
+        return self._torch.amax(x) if axis is None else self._torch.amax(x, dim=axis)
+
 
 class _MLX(_Fallback):
     """MLX under the standard's names where they differ. MLX has no devices on arrays (work goes to a stream),

@@ -196,23 +196,28 @@ def patch(
     lambda_s: float | None = None,
     lambda_t: float | None = None,
     aspect: str = "per-axis",
-    yarn_modulation: str = "multiply",
+    yarn_modulation: str | None = None,
     backend: str = "auto",
     module: nn.Module | None = None,
+    mscale: str = "log",
+    start_sigma: float = 1.0,
 ) -> PatchHandle:
     """Make `model` follow DyPE: its RoPE frequencies are rescaled per step from the diffusion time.
 
-    method:          "yarn" (default), "ntk", "pi" or "none" (plain RoPE, for comparisons).
+    method:          "yarn" (default), "vision_yarn", "ntk", "pi" or "none" (plain RoPE, for comparisons).
     dynamic:         True for the Dy- variant, False for the static method.
     base_grid:       training grid in tokens, (rows, cols), or (frames, rows, cols) for video models to rescale
                      time too; default the model's native one (FLUX: 64 x 64).
     base_resolution: (height, width) in pixels, converted through the model's pixels per token.
     lambda_s, lambda_t: DyPE's scheduler kappa(t) = lambda_s * t ** lambda_t (None: the method's default).
     aspect:          "per-axis" (each axis its own ratio) or "isotropic" (the largest ratio on every axis).
-    yarn_modulation: "multiply" (the paper) or "power" (ComfyUI-DyPE).
+    yarn_modulation: "multiply" (the paper) or "power" (ComfyUI-DyPE); None: the method's own (yarn "multiply",
+                     vision_yarn "power").
     backend:         "auto", "torch" or "triton" (fused kernels on CUDA; "auto" takes them when it can, "triton" is
                      refused for families without fused attention).
     module:          the position-encoding submodule to replace, for models without a registered adapter.
+    mscale:          YaRN's attention temperature, "log" (0.1 ln s + 1) or "log_sqrt" (1 + 0.1 ln(s) / sqrt(s)).
+    start_sigma:     vision_yarn: the time below which its temperature decays (1 = from the first step).
 
     A torch.compile wrapper is patched through its original module (the compiled model then runs the patch).
     """
@@ -226,7 +231,8 @@ def patch(
     if aspect not in ASPECTS:
         raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
     cfg = DyPEConfig(
-        method=method, dynamic=dynamic, lambda_s=lambda_s, lambda_t=lambda_t, yarn_modulation=yarn_modulation
+        method=method, dynamic=dynamic, lambda_s=lambda_s, lambda_t=lambda_t, yarn_modulation=yarn_modulation,
+        mscale=mscale, start_sigma=start_sigma,
     )
     adapter_cls = find_adapter(model, module)
     grid = _base_grid(adapter_cls, base_grid, base_resolution)

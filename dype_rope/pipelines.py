@@ -209,7 +209,8 @@ def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **
 
     shift:        "pinned" (mu = max_shift, default), "linear" (the pipeline's line extrapolated to the target
                   token count) or a number mu.
-    patch_kwargs: passed to dype_rope.patch (method, dynamic, base_grid, base_resolution, lambda_s, ...).
+    patch_kwargs: passed to dype_rope.patch (method, dynamic, base_grid, base_resolution, lambda_s, mscale,
+                  start_sigma, ...).
     """
     transformer = getattr(pipe, "transformer", None)
     if transformer is None:

@@ -32,7 +32,7 @@ except ImportError:  # the array-API core runs without torch; apply_rope and fre
 from .backend import device as device_of
 from .backend import index_dtype, namespace
 from .config import DyPEConfig
-from .schedules import get_schedule
+from .schedules import GLOBAL_SCALE_SCHEDULES, get_schedule, plain
 
 LAYOUTS = ("interleaved", "half")
 
@@ -78,12 +78,16 @@ def build_plan(
     t: Tensor,
     cfg: DyPEConfig,
     base_lens: Sequence[float] | None = None,
+    rescaled_axes: Sequence[int] | None = None,
 ) -> RopePlan:
     """Frequencies of every pair for per-axis size ratios `scales` [..., n_axes] at diffusion time `t` [...].
 
     An axis whose scale is <= 1 (including every axis the caller never rescales: pass 1) gets plain RoPE bit
-    for bit. `base_lens[a]` is the training token count of axis a (YaRN's L); it only matters for YaRN.
-    The arithmetic runs in the dtype of `scales`, in the library of `scales` (`t` may be a Python number).
+    for bit, except under a schedule that couples the axes (vision_yarn): there the image's global ratio, the
+    largest over `rescaled_axes` (default: every axis), reaches every rescaled axis, and the axes outside
+    `rescaled_axes` get plain RoPE. `base_lens[a]` is the training token count of axis a (YaRN's L); it only
+    matters for YaRN. The arithmetic runs in the dtype of `scales`, in the library of `scales` (`t` may be a
+    Python number).
     """
     dims = check_axes_dims(axes_dims)
     xp = namespace(scales)
@@ -98,9 +102,18 @@ def build_plan(
         raise TypeError(f"t is an array of {type(t).__module__}, scales one of {type(scales).__module__}: "
                         "pass both from one library")
     t = xp.astype(t, scales.dtype)
+    rescaled = range(len(dims)) if rescaled_axes is None else tuple(rescaled_axes)
+    coupled = {}
+    if cfg.method in GLOBAL_SCALE_SCHEDULES:  # a set of names: a constant under torch.compile
+        if not rescaled:
+            raise ValueError(f"method {cfg.method!r} needs at least one rescaled axis")
+        coupled["global_scale"] = xp.max(xp.stack([scales[..., a] for a in rescaled], axis=-1), axis=-1)
     inv, ms = [], []
     for a, dim in enumerate(dims):
-        inv_a, ms_a = schedule(dim, theta, base_lens[a], scales[..., a], t, cfg)
+        if rescaled_axes is not None and coupled and a not in rescaled:
+            inv_a, ms_a = plain(dim, theta, base_lens[a], scales[..., a], t, cfg)
+        else:
+            inv_a, ms_a = schedule(dim, theta, base_lens[a], scales[..., a], t, cfg, **coupled)
         inv.append(inv_a)
         ms.append(xp.broadcast_to(ms_a[..., None], (*ms_a.shape, dim // 2)))
     # Filled on the device: a host list copied over would stall the stream every step.

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from dype_rope.config import DyPEConfig
 from dype_rope.rope import RopePlan, build_plan, check_axes_dims, freq_dtype
+from dype_rope.schedules import takes_global_scale
 
 from ..base import Adapter, CallHook, qualified_name, register_adapter, spans_on
 from .call import CallState, ComfyCall
@@ -126,6 +127,8 @@ class ComfyAdapter(Adapter):
         for axis, r in zip(self.family.id_axes, ratios):
             scales[axis] = r
         axes = tuple(a for a in self.family.id_axes if scales[a] > 1.0)
+        if axes and takes_global_scale(self.cfg.method):  # the image's ratio reaches its every axis (vision_yarn)
+            axes = tuple(self.family.id_axes)
         if sigma is None:
             raise ValueError(
                 f"{type(self.model).__name__} was called without transformer_options['sigmas']; DyPE needs the "
@@ -143,7 +146,7 @@ class ComfyAdapter(Adapter):
         dtype = freq_dtype(device)
         t = TIMES[self.family.time](call.sigma.to(device=device, dtype=dtype).reshape(-1))  # one plan per sample
         scales = spans_on(call.scales, dtype, device).expand(t.shape[0], -1)
-        return build_plan(self.axes_dims, self.theta, scales, t, self.cfg, self.base_lens)
+        return build_plan(self.axes_dims, self.theta, scales, t, self.cfg, self.base_lens, self.family.id_axes)
 
     # -- the replaced modules --------------------------------------------------------------------------------
     def _embedder(self, path: str, module: nn.Module | None) -> nn.Module:

@@ -1,4 +1,5 @@
-"""The DyPE node for ComfyUI (node id "DyPE"): MODEL in, a DyPE clone of it out.
+"""The DyPE node for ComfyUI (node id "DyPE"): MODEL in, a DyPE clone of it out. Its sibling with ComfyUI-DyPE's
+inputs, "DyPE_Compat", lives in node_compat.py and shares the checks and the noise shift below.
 
 Imported only inside ComfyUI (by the repository's top-level __init__.py, which ComfyUI loads from
 custom_nodes/): it builds on comfy_api's node schema. Everything the node does to the model goes through
@@ -12,15 +13,18 @@ import math
 
 from comfy_api.latest import ComfyExtension, io
 
-from dype_rope.config import METHODS, YARN_MODULATIONS, DyPEConfig
+from dype_rope.config import MSCALES, DyPEConfig
 
 from .adapter import comfy_adapter_class, patch_size_hw
 from .patcher import patch_model_patcher
 
 ASPECTS = ("per-axis", "isotropic")
 SHIFTS = ("pinned", "linear")
+NODE_METHODS = ("yarn", "vision_yarn", "ntk", "pi", "none")
+MODULATIONS = ("default", "multiply", "power")  # "default": the method's own (yarn multiply, vision_yarn power)
 # ComfyUI's ModelSamplingFlux line: mu = base_shift at 256 tokens, max_shift at 4096 (1024 x 1024 px)
-FLUX_SHIFT_LINE = ((256.0, 0.5), (4096.0, 1.15))
+LINE_TOKENS = (256.0, 4096.0)
+BASE_SHIFT, MAX_SHIFT = 0.5, 1.15
 MAX_PIXELS = 16384
 
 
@@ -28,27 +32,41 @@ class NodeInputError(ValueError):
     """A node input that makes no sense; the message names the input."""
 
 
-def flux_mu(tokens: float, policy: str, base_tokens: float) -> float:
-    """ComfyUI's resolution shift mu for `tokens` image tokens. "linear": its line, extrapolated (at 4096 px
-    nearly every step sits at sigma ~ 1); "pinned": the line up to the base grid's token count, flat above."""
-    (x1, y1), (x2, y2) = FLUX_SHIFT_LINE
-    if policy == "pinned":
-        tokens = min(tokens, base_tokens)
-    return y1 + (y2 - y1) * (tokens - x1) / (x2 - x1)
+def comfy_line_mu(tokens: float, base_shift: float = BASE_SHIFT, max_shift: float = MAX_SHIFT) -> float:
+    """ComfyUI's ModelSamplingFlux line through (256 tokens, base_shift) and (4096 tokens, max_shift), extrapolated
+    (at 4096 px nearly every step then sits at sigma ~ 1)."""
+    (x1, x2) = LINE_TOKENS
+    slope = (max_shift - base_shift) / (x2 - x1)
+    return base_shift + slope * (tokens - x1)
 
 
-def shifted_sampling(model_patcher, width: int, height: int, policy: str, base_grid: tuple[int, int], ppt: int):
-    """A model_sampling object for the model's own flow type with the resolution shift of width x height px."""
+def flux_mu(tokens: float, policy: str, base_tokens: float, stock_mu: float, base_shift: float = BASE_SHIFT,
+            max_shift: float = MAX_SHIFT) -> float:
+    """The resolution shift mu for `tokens` image tokens.
+
+    "linear": ComfyUI's line (base_shift, max_shift), extrapolated: what ModelSamplingFlux and ComfyUI-DyPE give.
+    "pinned": the model's own shift `stock_mu` from the base grid up; below it the line from (256 tokens,
+    base_shift) to (base_tokens, stock_mu). At its native resolution a model keeps the shift it samples with
+    (FLUX.1 1.15 at 4096 tokens, Qwen-Image 1.15 at 6889)."""
+    if policy == "linear":
+        return comfy_line_mu(tokens, base_shift, max_shift)
+    x1 = LINE_TOKENS[0]
+    if tokens >= base_tokens or base_tokens <= x1:
+        return stock_mu
+    return base_shift + (stock_mu - base_shift) * (tokens - x1) / (base_tokens - x1)
+
+
+def flux_sampling(model_patcher):
+    """The patcher's ModelSamplingFlux, or None when it samples otherwise (a constant shift)."""
     import comfy.model_sampling as ms
 
     current = model_patcher.get_model_object("model_sampling")
-    if not isinstance(current, ms.ModelSamplingFlux):
-        raise NodeInputError(
-            f"width/height set a FLUX-style resolution shift, but this model samples with "
-            f"{type(current).__mro__[1].__name__}; leave width and height at 0 (set its shift with ComfyUI's "
-            "ModelSampling nodes instead)"
-        )
-    mu = flux_mu((width // ppt) * (height // ppt), policy, base_grid[0] * base_grid[1])
+    return current if isinstance(current, ms.ModelSamplingFlux) else None
+
+
+def sampling_with_shift(model_patcher, mu: float):
+    """A model_sampling object of the model's own flow type with shift mu, as ComfyUI's ModelSamplingFlux node makes."""
+    import comfy.model_sampling as ms
 
     class ModelSamplingDyPE(ms.ModelSamplingFlux, ms.CONST):
         pass
@@ -56,6 +74,22 @@ def shifted_sampling(model_patcher, width: int, height: int, policy: str, base_g
     sampling = ModelSamplingDyPE(model_patcher.model.model_config)
     sampling.set_parameters(shift=mu)
     return sampling
+
+
+def shifted_sampling(model_patcher, width: int, height: int, policy: str, base_grid: tuple[int, int], ppt: int,
+                     base_shift: float = BASE_SHIFT, max_shift: float = MAX_SHIFT):
+    """A model_sampling object for the model's own flow type with the resolution shift of width x height px."""
+    current = flux_sampling(model_patcher)
+    if current is None:
+        sampling = model_patcher.get_model_object("model_sampling")
+        raise NodeInputError(
+            f"width/height set a FLUX-style resolution shift, but this model samples with "
+            f"{type(sampling).__mro__[1].__name__}; leave width and height at 0 (set its shift with ComfyUI's "
+            "ModelSampling nodes instead)"
+        )
+    tokens = width * height / ppt**2  # ComfyUI's ModelSamplingFlux: width * height / (8 * 8 * 2 * 2)
+    mu = flux_mu(tokens, policy, base_grid[0] * base_grid[1], float(current.shift), base_shift, max_shift)
+    return sampling_with_shift(model_patcher, mu)
 
 
 def pixels_per_token(model_patcher, diffusion_model, adapter_cls) -> int:
@@ -75,20 +109,17 @@ def _check_whole(name: str, value, multiple: int = 1, upper: int = MAX_PIXELS) -
     return value
 
 
-def dype_model(
-    model,
-    method: str = "yarn",
-    base_resolution: int = 0,
-    dynamic: bool = True,
-    lambda_s: float = 0.0,
-    lambda_t: float = -1.0,
-    aspect: str = "per-axis",
-    yarn_modulation: str = "multiply",
-    width: int = 0,
-    height: int = 0,
-    shift: str = "pinned",
-):
-    """What the node does, callable without the node machinery (tests, scripts)."""
+def _check_number(name: str, value, lower: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise NodeInputError(f"{name} must be a finite number, got {value!r}")
+    if lower is not None and value < lower:
+        raise NodeInputError(f"{name} must be >= {lower}, got {value}")
+    return float(value)
+
+
+def check_model(model):
+    """(diffusion model, its adapter class, image pixels per token side) of a model DyPE can patch, or a
+    NodeInputError saying why not."""
     diffusion_model = model.get_model_object("diffusion_model")
     try:
         adapter_cls = comfy_adapter_class(diffusion_model)
@@ -102,7 +133,35 @@ def dype_model(
             f"DyPE needs a flow-matching model_sampling (sigma = diffusion time), this model has "
             f"{type(sampling).__name__}; remove the ModelSampling node that changed it"
         )
-    ppt = pixels_per_token(model, diffusion_model, adapter_cls)
+    return diffusion_model, adapter_cls, pixels_per_token(model, diffusion_model, adapter_cls)
+
+
+def make_config(**settings) -> DyPEConfig:
+    try:
+        return DyPEConfig(**settings)
+    except (TypeError, ValueError) as err:
+        raise NodeInputError(str(err)) from None
+
+
+def dype_model(
+    model,
+    method: str = "yarn",
+    base_resolution: int = 0,
+    dynamic: bool = True,
+    lambda_s: float = 0.0,
+    lambda_t: float = -1.0,
+    aspect: str = "per-axis",
+    yarn_modulation: str = "default",
+    width: int = 0,
+    height: int = 0,
+    shift: str = "pinned",
+    mscale: str = "log",
+    start_sigma: float = 1.0,
+    base_shift: float = BASE_SHIFT,
+    max_shift: float = MAX_SHIFT,
+):
+    """What the node does, callable without the node machinery (tests, scripts)."""
+    _, adapter_cls, ppt = check_model(model)
     base_px = _check_whole("base_resolution", base_resolution, ppt)
     for name, value in (("width", width), ("height", height)):
         _check_whole(name, value)
@@ -112,28 +171,35 @@ def dype_model(
         raise NodeInputError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
     if shift not in SHIFTS:
         raise NodeInputError(f"shift must be one of {SHIFTS}, got {shift!r}")
-    for name, value in (("lambda_s", lambda_s), ("lambda_t", lambda_t)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise NodeInputError(f"{name} must be a finite number, got {value!r}")
+    if yarn_modulation not in MODULATIONS:
+        raise NodeInputError(f"yarn_modulation must be one of {MODULATIONS}, got {yarn_modulation!r}")
+    for name, value in (("lambda_s", lambda_s), ("lambda_t", lambda_t), ("base_shift", base_shift),
+                        ("max_shift", max_shift)):
+        _check_number(name, value)
     if lambda_s < 0:
         raise NodeInputError(f"lambda_s must be > 0, or 0 for the method's default; got {lambda_s}")
     if lambda_t < 0 and lambda_t != -1:
         raise NodeInputError(f"lambda_t must be >= 0, or -1 for the method's default; got {lambda_t}")
-    try:
-        cfg = DyPEConfig(
-            method=method,
-            dynamic=dynamic,
-            lambda_s=lambda_s or None,
-            lambda_t=None if lambda_t == -1 else lambda_t,
-            yarn_modulation=yarn_modulation,
-        )
-    except (TypeError, ValueError) as err:
-        raise NodeInputError(str(err)) from None
+    cfg = make_config(
+        method=method,
+        dynamic=dynamic,
+        lambda_s=lambda_s or None,
+        lambda_t=None if lambda_t == -1 else lambda_t,
+        yarn_modulation=None if yarn_modulation == "default" else yarn_modulation,
+        mscale=mscale,
+        start_sigma=start_sigma,
+    )
     base_grid = (base_px // ppt, base_px // ppt) if base_px else adapter_cls.family.base_grid
     patched = patch_model_patcher(model, cfg, base_grid, aspect)
     if width:
-        patched.add_object_patch("model_sampling", shifted_sampling(patched, width, height, shift, base_grid, ppt))
+        sampling = shifted_sampling(patched, width, height, shift, base_grid, ppt, base_shift, max_shift)
+        patched.add_object_patch("model_sampling", sampling)
     return patched
+
+
+def _advanced(make, name: str, **kwargs):
+    """An advanced input that may be left out: a workflow without it validates and gets the default."""
+    return make(name, advanced=True, optional=True, **kwargs)
 
 
 class DyPE(io.ComfyNode):
@@ -148,39 +214,53 @@ class DyPE(io.ComfyNode):
             "unchanged.",
             inputs=[
                 io.Model.Input("model"),
-                io.Combo.Input("method", options=list(METHODS[::-1]), default="yarn",
-                               tooltip="yarn (Dy-YaRN, recommended), ntk, pi, or none (plain RoPE)"),
+                io.Combo.Input("method", options=list(NODE_METHODS), default="yarn",
+                               tooltip="yarn (Dy-YaRN, recommended), vision_yarn (ComfyUI-DyPE's Vision-YaRN), "
+                               "ntk, pi, or none (plain RoPE)"),
                 io.Int.Input("base_resolution", default=0, min=0, max=MAX_PIXELS, step=16,
                              tooltip="the model's training resolution in pixels; 0 = the model's native one"),
                 io.Boolean.Input("dynamic", default=True, tooltip="on: DyPE; off: the static method"),
-                io.Float.Input("lambda_s", default=0.0, min=0.0, max=100.0, step=0.05, advanced=True,
-                               tooltip="kappa(t) = lambda_s * t ** lambda_t; 0 = the method's default"),
-                io.Float.Input("lambda_t", default=-1.0, min=-1.0, max=100.0, step=0.05, advanced=True,
-                               tooltip="-1 = the method's default"),
-                io.Combo.Input("aspect", options=list(ASPECTS), default="per-axis", advanced=True,
-                               tooltip="per-axis: each axis its own ratio; isotropic: the larger on both"),
-                io.Combo.Input("yarn_modulation", options=list(YARN_MODULATIONS), default="multiply", advanced=True,
-                               tooltip="multiply: the paper; power: the older ComfyUI-DyPE formula"),
-                io.Int.Input("width", default=0, min=0, max=MAX_PIXELS, step=16, advanced=True,
-                             tooltip="output width for the noise shift; 0 = leave ComfyUI's shift alone"),
-                io.Int.Input("height", default=0, min=0, max=MAX_PIXELS, step=16, advanced=True,
-                             tooltip="output height for the noise shift; 0 = leave ComfyUI's shift alone"),
-                io.Combo.Input("shift", options=list(SHIFTS), default="pinned", advanced=True,
-                               tooltip="pinned: the shift of the base resolution above it; linear: ComfyUI's "
-                               "line extrapolated"),
+                _advanced(io.Float.Input, "lambda_s", default=0.0, min=0.0, max=100.0, step=0.05,
+                          tooltip="kappa(t) = lambda_s * t ** lambda_t; 0 = the method's default"),
+                _advanced(io.Float.Input, "lambda_t", default=-1.0, min=-1.0, max=100.0, step=0.05,
+                          tooltip="-1 = the method's default"),
+                _advanced(io.Combo.Input, "aspect", options=list(ASPECTS), default="per-axis",
+                          tooltip="per-axis: each axis its own ratio; isotropic: the larger on both"),
+                _advanced(io.Combo.Input, "yarn_modulation", options=list(MODULATIONS), default="default",
+                          tooltip="default: the method's own (yarn multiply, vision_yarn power); multiply: the "
+                          "paper; power: ComfyUI-DyPE's thresholds ** kappa"),
+                _advanced(io.Int.Input, "width", default=0, min=0, max=MAX_PIXELS, step=16,
+                          tooltip="output width for the noise shift; 0 = leave ComfyUI's shift alone"),
+                _advanced(io.Int.Input, "height", default=0, min=0, max=MAX_PIXELS, step=16,
+                          tooltip="output height for the noise shift; 0 = leave ComfyUI's shift alone"),
+                _advanced(io.Combo.Input, "shift", options=list(SHIFTS), default="pinned",
+                          tooltip="pinned: the model's own shift from the base resolution up; linear: ComfyUI's "
+                          "base_shift / max_shift line extrapolated (ComfyUI-DyPE's shift)"),
+                _advanced(io.Combo.Input, "mscale", options=list(MSCALES), default="log",
+                          tooltip="YaRN's attention temperature: log = 0.1 ln s + 1, log_sqrt = 1 + 0.1 ln(s) / "
+                          "sqrt(s)"),
+                _advanced(io.Float.Input, "start_sigma", default=1.0, min=0.0, max=1.0, step=0.01,
+                          tooltip="vision_yarn: its temperature decays below this sigma (1 = from the first step)"),
+                _advanced(io.Float.Input, "base_shift", default=BASE_SHIFT, min=0.0, max=100.0, step=0.01,
+                          tooltip="mu at 256 tokens (the low end of both shift policies)"),
+                _advanced(io.Float.Input, "max_shift", default=MAX_SHIFT, min=0.0, max=100.0, step=0.01,
+                          tooltip="mu at 4096 tokens (shift=linear)"),
             ],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
     def execute(cls, model, method, base_resolution, dynamic, lambda_s=0.0, lambda_t=-1.0, aspect="per-axis",
-                yarn_modulation="multiply", width=0, height=0, shift="pinned") -> io.NodeOutput:
+                yarn_modulation="default", width=0, height=0, shift="pinned", mscale="log", start_sigma=1.0,
+                base_shift=BASE_SHIFT, max_shift=MAX_SHIFT) -> io.NodeOutput:
         return io.NodeOutput(
             dype_model(model, method, base_resolution, dynamic, lambda_s, lambda_t, aspect, yarn_modulation,
-                       width, height, shift)
+                       width, height, shift, mscale, start_sigma, base_shift, max_shift)
         )
 
 
 class DyPEExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [DyPE]
+        from .node_compat import DyPECompat
+
+        return [DyPE, DyPECompat]

@@ -13,21 +13,38 @@ The arithmetic runs in the dtype of `scale` (float64 on every device that has it
 The built-in schedules are written over the array API (docs/backends.md): `scale` and `t` may be arrays of
 torch, numpy, JAX, MLX or any array-API library, and the results are arrays of that library. A schedule written
 with torch calls keeps working on torch tensors.
+
+A schedule that couples the axes of an image (vision_yarn) declares a keyword-only parameter `global_scale`:
+build_plan then passes it the image's largest ratio over the rescaled axes (shape S), and gives the axes it
+does not rescale plain RoPE without calling the schedule on them.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
-from ._common import kappa, plain_inv_freq
+from ._common import attention_temperature, kappa, plain_inv_freq
 from .none import plain
 from .ntk import ntk
 from .pi import pi
+from .vision_yarn import vision_yarn
 from .yarn import yarn, yarn_ramp
 
 Schedule = Callable[..., "tuple[Any, Any]"]
 
-SCHEDULES: dict[str, Schedule] = {"none": plain, "pi": pi, "ntk": ntk, "yarn": yarn}
+SCHEDULES: dict[str, Schedule] = {"none": plain, "pi": pi, "ntk": ntk, "yarn": yarn, "vision_yarn": vision_yarn}
+# Names of the schedules that take `global_scale`, decided once when they are registered: build_plan reads this
+# set of strings, which torch.compile traces as a constant (inspecting a function there would break the graph).
+GLOBAL_SCALE_SCHEDULES: set[str] = {"vision_yarn"}
+
+
+def _takes_global_scale(fn: Schedule) -> bool:
+    try:
+        parameter = inspect.signature(fn).parameters.get("global_scale")
+    except (TypeError, ValueError):  # a callable without a signature: it gets the per-axis call only
+        return False
+    return parameter is not None and parameter.kind in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD)
 
 
 def register_schedule(name: str, fn: Schedule, *, overwrite: bool = False) -> Schedule:
@@ -39,7 +56,16 @@ def register_schedule(name: str, fn: Schedule, *, overwrite: bool = False) -> Sc
     if name in SCHEDULES and not overwrite:
         raise ValueError(f"schedule {name!r} is already registered; pass overwrite=True to replace it")
     SCHEDULES[name] = fn
+    if _takes_global_scale(fn):
+        GLOBAL_SCALE_SCHEDULES.add(name)
+    else:
+        GLOBAL_SCALE_SCHEDULES.discard(name)
     return fn
+
+
+def takes_global_scale(name: str) -> bool:
+    """Whether the schedule registered as `name` couples the axes (receives build_plan's global_scale)."""
+    return name in GLOBAL_SCALE_SCHEDULES
 
 
 def get_schedule(name: str) -> Schedule:
@@ -50,8 +76,10 @@ def get_schedule(name: str) -> Schedule:
 
 
 __all__ = [
+    "GLOBAL_SCALE_SCHEDULES",
     "SCHEDULES",
     "Schedule",
+    "attention_temperature",
     "get_schedule",
     "kappa",
     "ntk",
@@ -59,6 +87,8 @@ __all__ = [
     "plain",
     "plain_inv_freq",
     "register_schedule",
+    "takes_global_scale",
+    "vision_yarn",
     "yarn",
     "yarn_ramp",
 ]

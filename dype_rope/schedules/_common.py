@@ -1,4 +1,5 @@
-"""Pieces every schedule shares: plain RoPE frequencies, the DyPE scheduler kappa(t), NTK's base exponent.
+"""Pieces every schedule shares: plain RoPE frequencies, the DyPE scheduler kappa(t), NTK's base exponent,
+YaRN's attention temperature.
 
 Written over the array API (dype_rope.backend, docs/backends.md): `like`, `scale` and `t` are arrays of any
 supported library, and the results are arrays of that library in their dtype and on their device.
@@ -41,3 +42,19 @@ def ones_like_batch(scale, t):
     """An mscale of 1 with the broadcast shape of (scale, t)."""
     xp = namespace(scale)
     return xp.ones(broadcast_shapes(scale.shape, t.shape), dtype=scale.dtype, device=device(scale))
+
+
+def attention_temperature(scale, cfg):
+    """YaRN's attention temperature m(s) on a rescaled axis (s > 1), 1 elsewhere (selected, not computed: bit exact).
+
+    cfg.mscale "log":      m = c ln(s) + 1            (YaRN, the DyPE authors' code)
+    cfg.mscale "log_sqrt": m = 1 + c ln(s) / sqrt(s)   (the form ComfyUI-DyPE gives its isotropic YaRN)
+    with c = cfg.mscale_coeff (0.1).
+    """
+    xp = namespace(scale)
+    log = xp.log(scale)
+    if cfg.mscale == "log_sqrt":
+        m = 1 + cfg.mscale_coeff * log / xp.sqrt(scale)
+    else:
+        m = cfg.mscale_coeff * log + 1
+    return xp.where(scale > 1, m, xp.ones_like(scale))

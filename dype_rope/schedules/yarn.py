@@ -7,7 +7,7 @@ Per axis of `dim` channels with base token count L (the training grid on that ax
   ramp_j   = clamp((j - low) / (high - low), 0, 1)
   f        = pi_j * ramp_beta_j + ntk_j * (1 - ramp_beta_j)        beta = (1.25, 0.75)
   f        = f * ramp_gamma_j + plain_j * (1 - ramp_gamma_j)        gamma = (16, 2)
-  mscale   = 0.1 ln s + 1                                           (constant in t)
+  mscale   = 0.1 ln s + 1, or 1 + 0.1 ln(s) / sqrt(s) with mscale="log_sqrt"   (constant in t)
 
 Dy-YaRN multiplies the four thresholds by kappa(t) (default kappa = t**2); yarn_modulation="power" raises
 them to kappa(t) instead (ComfyUI-DyPE's formula, default kappa = 2 t**2). "power" is a schedule of its own, not
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 
 from ..backend import broadcast_shapes, device, quiet_infinities, namespace
-from ._common import kappa, ntk_exponent, plain_inv_freq
+from ._common import attention_temperature, kappa, ntk_exponent, plain_inv_freq
 
 
 def yarn_ramp(dim: int, theta: float, base_len: float, high_rot, low_rot):
@@ -65,7 +65,7 @@ def yarn(dim: int, theta: float, base_len: float, scale, t, cfg):
     ramp_g = yarn_ramp(dim, theta, base_len, g0, g1)
     f = pi_f * ramp_b + ntk_f * (1 - ramp_b)
     f = f * ramp_g + plain * (1 - ramp_g)
-    mscale = xp.where(scale > 1, cfg.mscale_coeff * xp.log(scale) + 1, xp.ones_like(scale))
+    mscale = attention_temperature(scale, cfg)
     batch = broadcast_shapes(scale.shape, t.shape)
     inv_freq = xp.broadcast_to(xp.where(s > 1, f, plain), (*batch, dim // 2))
     return inv_freq, xp.broadcast_to(mscale, batch)

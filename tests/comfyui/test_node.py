@@ -34,11 +34,16 @@ def test_loaded_by_comfyui_with_its_inputs(node_cls):
     inputs = {i.id: i for i in schema.inputs}
     assert schema.node_id == "DyPE" and [o.io_type for o in schema.outputs] == ["MODEL"]
     assert inputs["model"].io_type == "MODEL"
-    assert inputs["method"].options == ["yarn", "ntk", "pi", "none"] and inputs["method"].default == "yarn"
+    assert inputs["method"].options == ["yarn", "vision_yarn", "ntk", "pi", "none"]
+    assert inputs["method"].default == "yarn"
     assert inputs["base_resolution"].default == 0 and inputs["dynamic"].default is True
     advanced = {i.id for i in schema.inputs if i.advanced}
-    assert {"lambda_s", "lambda_t", "aspect", "yarn_modulation", "width", "height", "shift"} <= advanced
-    assert not advanced & {"model", "method", "base_resolution", "dynamic"}
+    assert advanced == {"lambda_s", "lambda_t", "aspect", "yarn_modulation", "width", "height", "shift", "mscale",
+                        "start_sigma", "base_shift", "max_shift"}
+    assert {i.id for i in schema.inputs if i.optional} == advanced  # a workflow may leave every one of them out
+    assert inputs["yarn_modulation"].options == ["default", "multiply", "power"]
+    assert inputs["mscale"].options == ["log", "log_sqrt"]
+    assert (inputs["base_shift"].default, inputs["max_shift"].default) == (0.5, 1.15)  # ComfyUI's ModelSamplingFlux
 
 
 def test_node_returns_a_dype_clone(node_cls, flux):
@@ -61,6 +66,12 @@ BAD_INPUTS = [
     (dict(lambda_t=-0.5), "lambda_t must be >= 0, or -1"),
     (dict(aspect="square"), "aspect must be one of"),
     (dict(yarn_modulation="add"), "yarn_modulation must be one of"),
+    (dict(mscale="sqrt"), "mscale must be one of"),
+    (dict(method="ntk", mscale="log_sqrt"), "mscale='log_sqrt' sets YaRN's attention temperature"),
+    (dict(start_sigma=0.5), "start_sigma=0.5 starts the decay"),
+    (dict(method="vision_yarn", start_sigma=1.5), "start_sigma is a diffusion time from 0 to 1"),
+    (dict(base_shift=float("inf")), "base_shift must be a finite number"),
+    (dict(max_shift="1.15"), "max_shift must be a finite number"),
     (dict(width=2048), "set both width and height"),
     (dict(width=2048, height=-8), "height must be a whole number"),
     (dict(width=2048, height=2048, shift="cosine"), "shift must be one of"),
@@ -150,7 +161,7 @@ def test_example_workflow_is_a_valid_comfyui_graph(node_cls, comfy):
         assert asyncio.run(nodes.load_custom_node(str(extras / name), module_parent="comfy_extras"))
     for path in sorted((ROOT / "docs" / "workflows").glob("*.json")):
         graph = json.loads(path.read_text())
-        assert any(node["class_type"] == "DyPE" for node in graph.values()), path.name
+        assert any(node["class_type"] in ("DyPE", "DyPE_Compat") for node in graph.values()), path.name
         for node_id, node in graph.items():
             cls = nodes.NODE_CLASS_MAPPINGS[node["class_type"]]
             declared = {k: v for section in cls.INPUT_TYPES().values() for k, v in section.items()}
@@ -159,7 +170,7 @@ def test_example_workflow_is_a_valid_comfyui_graph(node_cls, comfy):
                 if isinstance(value, list):  # a link [source node, output index]
                     source = nodes.NODE_CLASS_MAPPINGS[graph[value[0]]["class_type"]]
                     assert source.RETURN_TYPES[value[1]] == declared[name][0], f"{path.name} node {node_id}.{name}"
-                elif isinstance(declared[name][0], list) and node["class_type"] in ("DyPE", "KSampler"):
+                elif isinstance(declared[name][0], list) and node["class_type"] in ("DyPE", "DyPE_Compat", "KSampler"):
                     # a combo of fixed options (loaders list the model files on disk: none here)
                     assert value in declared[name][0], f"{path.name} node {node_id}.{name} = {value!r}"
 
@@ -208,3 +219,97 @@ def test_lora_weight_patches_keep_working_under_dype(flux):
     assert not torch.equal(large, flux.sample(lora, 16, 12))
     assert torch.equal(flux.sample(after_node, 16, 12), large)
     assert torch.equal(flux.sample(flux.patcher, *BASE), stock)  # and the shared model is unpatched again
+
+
+# -- the noise shift at a model's native resolution, and ComfyUI's base_shift / max_shift line ------------------
+
+def test_pinned_shift_at_the_native_resolution_is_the_models_own(node_cls, comfy):
+    """Qwen-Image samples with mu = 1.15 at its native 1328 px (83 x 83 tokens): "pinned" keeps it there and above
+    (FLUX's 4096-token line would give 1.62), and below it follows the line from (256 tokens, 0.5) to (6889, 1.15)."""
+    from comfy.model_sampling import flux_time_shift
+
+    qwen = Tiny(comfy, "qwen_image")
+    stock = qwen.patcher.get_model_object("model_sampling")
+    assert stock.shift == 1.15
+    for px in (1328, 2656):
+        patched = node_cls.execute(model=qwen.patcher, method="yarn", base_resolution=0, dynamic=True, width=px,
+                                   height=px, shift="pinned").args[0]
+        assert torch.equal(patched.get_model_object("model_sampling").sigmas, stock.sigmas)
+    patched = node_cls.execute(model=qwen.patcher, method="yarn", base_resolution=0, dynamic=True, width=1024,
+                               height=1024, shift="pinned").args[0]
+    mu = 0.5 + (1.15 - 0.5) * (4096 - 256) / (6889 - 256)  # 0.8763...
+    expected = flux_time_shift(mu, 1.0, torch.arange(1, 10001) / 10000)
+    torch.testing.assert_close(patched.get_model_object("model_sampling").sigmas, expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("base_shift, max_shift, width, height", [(0.5, 1.15, 2048, 1536), (0.3, 1.5, 3072, 1024)])
+def test_linear_shift_takes_comfyuis_base_and_max_shift(node_cls, flux, base_shift, max_shift, width, height):
+    from comfy_extras.nodes_model_advanced import ModelSamplingFlux
+
+    patched = node_cls.execute(model=flux.patcher, method="vision_yarn", base_resolution=1024, dynamic=True,
+                               width=width, height=height, shift="linear", base_shift=base_shift,
+                               max_shift=max_shift).args[0]
+    (expected,) = ModelSamplingFlux().patch(flux.patcher, max_shift, base_shift, width, height)
+    torch.testing.assert_close(patched.get_model_object("model_sampling").sigmas,
+                               expected.get_model_object("model_sampling").sigmas, rtol=1e-6, atol=0)
+
+
+# -- workflows that leave the advanced inputs out --------------------------------------------------------------
+
+class ModelSourceForTest:
+    """A MODEL without a checkpoint file, so that a graph around the DyPE node can be validated."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "run"
+    CATEGORY = "testing"
+
+
+class ModelSinkForTest:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+
+def validate(prompt: dict, monkeypatch) -> tuple[bool, dict]:
+    """ComfyUI's own validation (execution.validate_prompt) of an API-format prompt."""
+    import execution
+    import nodes
+
+    monkeypatch.setitem(nodes.NODE_CLASS_MAPPINGS, "ModelSourceForTest", ModelSourceForTest)
+    monkeypatch.setitem(nodes.NODE_CLASS_MAPPINGS, "ModelSinkForTest", ModelSinkForTest)
+    graph = {"1": {"class_type": "ModelSourceForTest", "inputs": {}},
+             "3": {"class_type": "ModelSinkForTest", "inputs": {"model": ["2", 0]}}} | prompt
+    valid, error, _, node_errors = asyncio.run(execution.validate_prompt("test", graph, None))
+    return valid, {"error": error, "node_errors": node_errors}
+
+
+def test_a_workflow_without_the_advanced_inputs_validates(node_cls, monkeypatch):
+    dype = {"class_type": "DyPE", "inputs": {"model": ["1", 0], "method": "vision_yarn", "base_resolution": 0,
+                                             "dynamic": True}}
+    valid, report = validate({"2": dype}, monkeypatch)
+    assert valid, report
+    # ... and ComfyUI's validation is really looking: without a required input it refuses the graph
+    del dype["inputs"]["method"]
+    valid, report = validate({"2": dype}, monkeypatch)
+    assert not valid and "Required input is missing" in str(report)
+
+
+def test_left_out_inputs_get_the_defaults(node_cls, flux):
+    """What ComfyUI calls for a workflow that left the advanced inputs out (execute with the required ones only)
+    samples what the node's defaults sample."""
+    bare = node_cls.execute(model=flux.patcher, method="yarn", base_resolution=BASE[0] * 16, dynamic=True).args[0]
+    full = node_cls.execute(model=flux.patcher, method="yarn", base_resolution=BASE[0] * 16, dynamic=True,
+                            lambda_s=0.0, lambda_t=-1.0, aspect="per-axis", yarn_modulation="default", width=0,
+                            height=0, shift="pinned", mscale="log", start_sigma=1.0, base_shift=0.5,
+                            max_shift=1.15).args[0]
+    assert torch.equal(flux.sample(bare, 16, 12), flux.sample(full, 16, 12))
+    assert "model_sampling" not in bare.object_patches  # width = height = 0: ComfyUI's shift is left alone
