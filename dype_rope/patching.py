@@ -18,7 +18,9 @@ BACKENDS = ("auto", "torch", "triton")
 # Which models are patched right now, and by which handle. Weak on both sides: the registry never keeps a
 # model alive (its value would, through the adapter), and nothing is stored on the model itself, so remove()
 # leaves no attribute behind. What keeps a patch alive is the model: its call hooks hold the adapter, which
-# holds the handle (`adapter.handle`), so a model dropped by the user is freed with its patch.
+# holds the handle (`adapter.handle`), so a model dropped by the user is freed with its patch. The handle
+# holds the adapter weakly for the same reason: the adapter's undo steps refer to the model, so a handle the
+# user keeps must not keep the adapter.
 _PATCHED: "weakref.WeakKeyDictionary[nn.Module, weakref.ref[PatchHandle]]" = weakref.WeakKeyDictionary()
 
 
@@ -46,7 +48,15 @@ class PatchHandle:
 
     def __init__(self, model: nn.Module, adapter) -> None:
         self._model = weakref.ref(model)
-        self.adapter = adapter
+        # weak: the adapter (its undo steps, its embeddings) refers to the model, and the model owns the adapter
+        # through its call hooks; a strong reference here would keep a dropped model alive through a kept handle
+        self._adapter = weakref.ref(adapter)
+        self._name, self._config, self._base_grid = adapter.name, adapter.cfg, adapter.base_grid
+
+    @property
+    def adapter(self):
+        """The installed adapter while the patch is in force and the model lives; None afterwards."""
+        return self._adapter() if self.active else None
 
     @property
     def model(self) -> nn.Module | None:
@@ -55,11 +65,11 @@ class PatchHandle:
 
     @property
     def config(self) -> DyPEConfig:
-        return self.adapter.cfg
+        return self._config
 
     @property
     def base_grid(self) -> tuple[int, ...]:
-        return self.adapter.base_grid
+        return self._base_grid
 
     @property
     def active(self) -> bool:
@@ -72,9 +82,10 @@ class PatchHandle:
         model = self._model()
         if model is None or _handle_of(model) is not self:
             return
+        adapter = self._adapter()
         del _PATCHED[model]
-        self.adapter.remove()
-        self.adapter.handle = None
+        adapter.remove()
+        adapter.handle = None
 
     def __enter__(self) -> "PatchHandle":
         return self
@@ -84,7 +95,7 @@ class PatchHandle:
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
-        return f"PatchHandle({self.adapter.name}, {self.config}, base_grid={self.base_grid}, {state})"
+        return f"PatchHandle({self._name}, {self.config}, base_grid={self.base_grid}, {state})"
 
 
 def _sizes(value, name: str, unit: str) -> tuple:
