@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import weakref
 from typing import Sequence
@@ -98,12 +99,23 @@ class PatchHandle:
         return f"PatchHandle({self._name}, {self.config}, base_grid={self.base_grid}, {state})"
 
 
+def _plain_number(value):
+    """A numpy (or other numbers.Integral / Real) scalar as the Python int or float it stands for; anything else
+    as it is. Integers are kept integers, so np.int64(64) counts as a whole number of tokens."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return float(value)
+
+
 def _sizes(value, name: str, unit: str) -> tuple:
-    """A size argument as a tuple: one number for every axis, or a sequence of numbers."""
-    if isinstance(value, (int, float)):
+    """A size argument as a tuple: one number for every axis, or a sequence of numbers (Python or numpy)."""
+    value = _plain_number(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (value, value)
     if isinstance(value, (list, tuple)):
-        return tuple(value)
+        return tuple(_plain_number(v) for v in value)
     raise TypeError(
         f"{name} must be a number of {unit} or a (height, width) sequence of them, got {type(value).__name__}"
         + (" (pass int(x) or x.tolist())" if isinstance(value, torch.Tensor) else "")
