@@ -5,7 +5,7 @@ torch.compile. A CUDA timestep is trusted as it is; reading its value would stal
 
 A batch may carry one time per sample (diffusers' model tests, training, some samplers). At or below the base
 grid nothing depends on t, so any batch passes through. Above it, families whose tables carry a batch
-dimension (HiDream, Lumina2) build one plan per sample from :func:`diffusion_times`; the others build one
+dimension (HiDream, Lumina2, Wan, SD3, EmbedND, ComfyUI) build one plan per sample from :func:`diffusion_times`; the others build one
 plan per call from :func:`diffusion_time`, which gives NaN for a batch whose samples differ: the schedules
 ignore t on axes they do not rescale, so the NaN reaches only rescaled tables, and an adapter that can read
 the values for free (host tensors) refuses the batch with :data:`MIXED_TIMES` instead.
