@@ -95,7 +95,7 @@ def test_tables_follow_dype_at_every_step(tiny):
         assert call["tables"], "the model embedded no positions through the replaced module"
         for ids, table in call["tables"]:
             table = table.reshape(table.shape[0], -1, *table.shape[-3:])  # [B, L, D/2, 2, 2]
-            stock = emb.original(ids).reshape(table.shape[0], -1, *table.shape[-3:])
+            stock = emb.original(ids).reshape(ids.shape[0], -1, *table.shape[-3:]).expand_as(table)  # ids of batch 1: every sample
             assert torch.equal(table[..., ~stretched, :, :], stock[..., ~stretched, :, :])
             for b, t in enumerate(call["sigma"].tolist()):
                 expected = reference_rotations(ids.reshape(ids.shape[0], -1, ids.shape[-1])[min(b, ids.shape[0] - 1)],
