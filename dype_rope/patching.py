@@ -230,10 +230,25 @@ def patch(
     except BaseException:
         adapter.remove()  # a failed install leaves the model as it was
         raise
+    _own(model, adapter)
     handle = PatchHandle(model, adapter)
     adapter.handle = handle  # owned through the model's hooks, which hold the adapter
     _PATCHED[model] = weakref.ref(handle)
     return handle
+
+
+def _own(model: nn.Module, adapter) -> None:
+    """Make the model own its adapter, whatever install() registered: a hook that does nothing but hold it.
+
+    The handle refers to the adapter weakly, so without this an adapter whose install() left no hook or module
+    referring to it (a user adapter that only swaps an attribute) would be freed at once, its undo steps with
+    it. The hook goes with remove(), and refuses copying and pickling as the call hooks do."""
+    from dype_rope.adapters.base import CallHook
+
+    def owns(module, args, adapter=adapter):  # the default argument is the reference
+        return None
+
+    adapter.on_remove(model.register_forward_pre_hook(CallHook(owns)).remove)
 
 
 def unpatch(model: nn.Module) -> None:
