@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import threading
 from typing import Any, Callable, Sequence
 
@@ -257,6 +258,8 @@ class Adapter:
         self.handle = None  # the PatchHandle, set by patch(): the model owns both through its call hooks
         self._undo: list[Callable[[], None]] = []
         grid = tuple(base_grid if base_grid is not None else self.default_base_grid())
+        # numpy integers (np.int64 from arrays, shapes of numpy arrays) are whole token counts too
+        grid = tuple(int(g) if isinstance(g, numbers.Integral) and not isinstance(g, bool) else g for g in grid)
         if len(grid) != len(self.rescaled_axes):
             raise ValueError(
                 f"{self.name} rescales {len(self.rescaled_axes)} axes, so base_grid needs {len(self.rescaled_axes)} "

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from dype_rope.rope import RopePlan, check_axes_dims, plain_plan
 from dype_rope.rope_formats import rotation_matrices
-from dype_rope.timestep import diffusion_time
+from dype_rope.timestep import diffusion_times
 
 from .base import Adapter, image_spans, register_adapter
 
@@ -210,7 +210,8 @@ class EmbedNDAdapter(Adapter):
             # extents are token counts, so grids that start at 0 (FLUX) and centred ones read alike.
             image_ids = step.ids if step.ids is not None else ids
             spans = image_spans(image_ids if image_ids.dim() <= 3 else image_ids.flatten(0, -3))
-            t = diffusion_time(
+            # one plan per sample: the matrices carry the ids' batch dimension, so a batch may mix times
+            t = diffusion_times(
                 step.timestep,
                 divide_by=self.time_divide_by,
                 reverse=self.time_reversed,

@@ -23,9 +23,9 @@ from torch import Tensor
 
 from dype_rope.rope import freq_dtype
 from dype_rope.sincos import axis_sincos, grid_sincos, sincos_frequencies, sincos_plain
-from dype_rope.timestep import diffusion_time
+from dype_rope.timestep import diffusion_times
 
-from .base import Adapter, refuse_mixed_times, register_adapter
+from .base import Adapter, register_adapter
 
 try:  # diffusers is optional: without it the adapter simply never matches
     from diffusers.models.embeddings import PatchEmbed
@@ -101,8 +101,9 @@ class SD3Adapter(Adapter):
                 step = self.step
                 if step.timestep is None:
                     raise self.outside_forward()
-                t = diffusion_time(step.timestep, divide_by=SD3_TIMESTEP_RANGE, dtype=dtype, device=buffer.device)
-                refuse_mixed_times(t, True)
+                # one set of frequencies per sample: the embedding is added to the latent [B, HW, D], so a
+                # batch [B, HW, D] broadcasts as the stock [1, HW, D] does, and a batch may mix times
+                t = diffusion_times(step.timestep, divide_by=SD3_TIMESTEP_RANGE, dtype=dtype, device=buffer.device)
                 step.t = t
                 step.scales = torch.stack([torch.full((), r, dtype=dtype, device=buffer.device) for r in ratios])
             per_axis = []
@@ -113,7 +114,8 @@ class SD3Adapter(Adapter):
                     scale = torch.full((), ratio, dtype=dtype, device=buffer.device)  # filled on the device
                     omega = sincos_frequencies(channels, extent, scale, t, cfg)
                 per_axis.append(axis_sincos(pos, plain, omega, centre))
-            return grid_sincos(*per_axis).to(buffer.dtype).unsqueeze(0)
+            table = grid_sincos(*per_axis).to(buffer.dtype)
+            return table if table.dim() == 3 else table.unsqueeze(0)  # [B, HW, D] per sample, else [1, HW, D]
 
         embed.cropped_pos_embed = cropped_pos_embed
         self.on_remove(lambda: delattr(embed, "cropped_pos_embed"))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from dype_rope.config import DyPEConfig
 from dype_rope.rope import RopePlan, freq_dtype, plain_plan, rope_tables
-from dype_rope.timestep import diffusion_time
+from dype_rope.timestep import diffusion_time, diffusion_times
 
 from .base import Adapter, spans_on
 
@@ -42,7 +42,8 @@ def latent_grid(hidden_states: Tensor, patch: Sequence[int]) -> tuple[int, int, 
 
 
 def grid_tables(grid: Sequence[int], plan: RopePlan, axes_dims: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Interleaved cos/sin [F * H * W, D] of every token of a frames-major grid under `plan`.
+    """Interleaved cos/sin [F * H * W, D] of every token of a frames-major grid under `plan`; [B, F * H * W, D]
+    under a plan per sample ([B, D/2]).
 
     Every axis owns a contiguous block of channels, so one table over positions 0..max(grid) - 1 holds all
     the values; each axis block is cut to its own length and broadcast over the other two axes. The numbers
@@ -54,12 +55,16 @@ def grid_tables(grid: Sequence[int], plan: RopePlan, axes_dims: Sequence[int]) -
     pos = torch.arange(n, dtype=torch.float32, device=device).unsqueeze(-1).expand(n, len(axes_dims))
     cos, sin = rope_tables(pos, plan, "interleaved")
     f, h, w = grid
+    lead = tuple(cos.shape[:-2])  # () or (B,)
     shapes = ((f, 1, 1, -1), (1, h, 1, -1), (1, 1, w, -1))
 
     def spread(table: Tensor) -> Tensor:
         blocks = table.split(list(axes_dims), dim=-1)
-        parts = [b[:size].view(shape).expand(f, h, w, -1) for b, size, shape in zip(blocks, grid, shapes)]
-        return torch.cat(parts, dim=-1).reshape(f * h * w, -1)
+        parts = [
+            b[..., :size, :].reshape(*lead, *shape).expand(*lead, f, h, w, -1)
+            for b, size, shape in zip(blocks, grid, shapes)
+        ]
+        return torch.cat(parts, dim=-1).reshape(*lead, f * h * w, -1)
 
     return spread(cos), spread(sin)
 
@@ -123,8 +128,10 @@ class VideoAdapter(Adapter):
         return torch.cat([frames, spatial])
 
     def video_plan(self, grid: Sequence[int], device: torch.device, axes_dims: Sequence[int], theta: float,
-                   angle_dtype: torch.dtype) -> RopePlan:
-        """This call's plan for a token grid (frames, rows, columns), in the model's angle precision."""
+                   angle_dtype: torch.dtype, per_sample: bool = False) -> RopePlan:
+        """This call's plan for a token grid (frames, rows, columns), in the model's angle precision: one plan
+        per sample ([B, D/2]) where the family's attention takes tables with a batch dimension (`per_sample`),
+        else one for the call."""
         if self.step.timestep is None:
             raise self.outside_forward()
         dtype = freq_dtype(device)
@@ -133,7 +140,8 @@ class VideoAdapter(Adapter):
             # Per-token timesteps (Wan 2.2 TI2V): conditioning tokens sit at 0, the generated ones at the
             # call's noise level, which is the largest.
             timestep = timestep.amax(dim=1)
-        t = diffusion_time(timestep, divide_by=self.timestep_range, dtype=dtype, device=device)
+        times = diffusion_times if per_sample else diffusion_time
+        t = times(timestep, divide_by=self.timestep_range, dtype=dtype, device=device)
         spans = spans_on(grid, dtype, device)
         plan = self.plan_step(t, spans, axes_dims, theta, self.axis_base_lens(3))
         return in_precision(plan, axes_dims, theta, angle_dtype)

@@ -72,7 +72,8 @@ class WanAdapter(VideoAdapter):
 
         def plan_of_call(grid: tuple[int, int, int], device: torch.device) -> RopePlan:
             # Wan builds its tables in float64 (float32 only where the device lacks it) and casts them once.
-            return self.video_plan(grid, device, axes_dims, WAN_THETA, freq_dtype(device))
+            # one plan per sample: WanAttnProcessor takes tables [B, L, 1, D], so a batch may mix times
+            return self.video_plan(grid, device, axes_dims, WAN_THETA, freq_dtype(device), per_sample=True)
 
         swap_module(self, "rope", DyPEWanRotaryPosEmbed(original, plan_of_call))
         self.hook_calls(self.capture("timestep"))

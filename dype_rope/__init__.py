@@ -9,30 +9,55 @@ with torch, numpy, JAX, MLX or any array-API library (docs/backends.md); patchin
 MLX, for mflux) when first used.
 """
 
-from importlib import import_module
+from __future__ import annotations
 
-from .config import DyPEConfig
-from .rope import RopePlan, apply_rope, apply_rope_plan, build_plan, plain_plan, rope_tables
-from .schedules import SCHEDULES, get_schedule, kappa, register_schedule
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-# Imported on first use, so that `import dype_rope` works without torch.
+# Public name -> the module defining it, imported on first use (PEP 562). `import dype_rope` then costs no
+# torch import, so the `dype-rope` command starts inside its own Ctrl-C handling (a Ctrl-C while torch loads
+# prints "interrupted", status 130) and answers --help and bad arguments at once.
 _LAZY = {
+    "DyPEConfig": ".config",
     "PatchHandle": ".patching", "is_patched": ".patching", "patch": ".patching", "unpatch": ".patching",
-    "enable": ".pipelines", "diffusion_time": ".timestep", "diffusion_times": ".timestep",
+    "enable": ".pipelines",
+    "RopePlan": ".rope", "apply_rope": ".rope", "apply_rope_plan": ".rope", "build_plan": ".rope",
+    "plain_plan": ".rope", "rope_tables": ".rope",
+    "SCHEDULES": ".schedules", "get_schedule": ".schedules", "kappa": ".schedules",
+    "register_schedule": ".schedules",
+    "diffusion_time": ".timestep", "diffusion_times": ".timestep",
     # the family table (docs/families.md)
     "Family": ".adapters.table", "Time": ".adapters.table", "register_family": ".adapters.table",
     "Ids": ".adapters.mechanisms.ids",
 }
 
+if TYPE_CHECKING:  # what static tools see: the same names, imported eagerly
+    from .config import DyPEConfig
+    from .patching import PatchHandle, is_patched, patch, unpatch
+    from .pipelines import enable
+    from .rope import RopePlan, apply_rope, apply_rope_plan, build_plan, plain_plan, rope_tables
+    from .schedules import SCHEDULES, get_schedule, kappa, register_schedule
+    from .timestep import diffusion_time, diffusion_times
+
 
 def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'dype_rope' has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name], __name__), name)
-    globals()[name] = value
+    module = _LAZY.get(name)
+    if module is None:
+        # a submodule read as an attribute (dype_rope.rope.rope_tables after `import dype_rope`), as it could
+        # when this file imported them all
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'dype_rope' has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def register_adapter(*model_classes, detect: bool = False, module_classes=()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import weakref
 from typing import Sequence
@@ -18,7 +19,9 @@ BACKENDS = ("auto", "torch", "triton")
 # Which models are patched right now, and by which handle. Weak on both sides: the registry never keeps a
 # model alive (its value would, through the adapter), and nothing is stored on the model itself, so remove()
 # leaves no attribute behind. What keeps a patch alive is the model: its call hooks hold the adapter, which
-# holds the handle (`adapter.handle`), so a model dropped by the user is freed with its patch.
+# holds the handle (`adapter.handle`), so a model dropped by the user is freed with its patch. The handle
+# holds the adapter weakly for the same reason: the adapter's undo steps refer to the model, so a handle the
+# user keeps must not keep the adapter.
 class _Patched:
     """model -> weak reference to its PatchHandle, holding neither. Weak-keyed for hashable models (torch
     modules); by id, with a finalizer dropping the entry, for unhashable ones (an MLX module is a dict)."""
@@ -78,7 +81,15 @@ class PatchHandle:
 
     def __init__(self, model: nn.Module, adapter) -> None:
         self._model = weakref.ref(model)
-        self.adapter = adapter
+        # weak: the adapter (its undo steps, its embeddings) refers to the model, and the model owns the adapter
+        # through its call hooks; a strong reference here would keep a dropped model alive through a kept handle
+        self._adapter = weakref.ref(adapter)
+        self._name, self._config, self._base_grid = adapter.name, adapter.cfg, adapter.base_grid
+
+    @property
+    def adapter(self):
+        """The installed adapter while the patch is in force and the model lives; None afterwards."""
+        return self._adapter() if self.active else None
 
     @property
     def model(self) -> nn.Module | None:
@@ -87,11 +98,11 @@ class PatchHandle:
 
     @property
     def config(self) -> DyPEConfig:
-        return self.adapter.cfg
+        return self._config
 
     @property
     def base_grid(self) -> tuple[int, ...]:
-        return self.adapter.base_grid
+        return self._base_grid
 
     @property
     def active(self) -> bool:
@@ -104,9 +115,10 @@ class PatchHandle:
         model = self._model()
         if model is None or _handle_of(model) is not self:
             return
+        adapter = self._adapter()
         del _PATCHED[model]
-        self.adapter.remove()
-        self.adapter.handle = None
+        adapter.remove()
+        adapter.handle = None
 
     def __enter__(self) -> "PatchHandle":
         return self
@@ -116,15 +128,26 @@ class PatchHandle:
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
-        return f"PatchHandle({self.adapter.name}, {self.config}, base_grid={self.base_grid}, {state})"
+        return f"PatchHandle({self._name}, {self.config}, base_grid={self.base_grid}, {state})"
+
+
+def _plain_number(value):
+    """A numpy (or other numbers.Integral / Real) scalar as the Python int or float it stands for; anything else
+    as it is. Integers are kept integers, so np.int64(64) counts as a whole number of tokens."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return float(value)
 
 
 def _sizes(value, name: str, unit: str) -> tuple:
-    """A size argument as a tuple: one number for every axis, or a sequence of numbers."""
-    if isinstance(value, (int, float)):
+    """A size argument as a tuple: one number for every axis, or a sequence of numbers (Python or numpy)."""
+    value = _plain_number(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (value, value)
     if isinstance(value, (list, tuple)):
-        return tuple(value)
+        return tuple(_plain_number(v) for v in value)
     raise TypeError(
         f"{name} must be a number of {unit} or a (height, width) sequence of them, got {type(value).__name__}"
         + (" (pass int(x) or x.tolist())" if isinstance(value, torch.Tensor) else "")
@@ -245,10 +268,28 @@ def patch(
     except BaseException:
         adapter.remove()  # a failed install leaves the model as it was
         raise
+    _own(model, adapter)
     handle = PatchHandle(model, adapter)
     adapter.handle = handle  # owned through the model's hooks, which hold the adapter
     _PATCHED[model] = weakref.ref(handle)
     return handle
+
+
+def _own(model: nn.Module, adapter) -> None:
+    """Make the model own its adapter, whatever install() registered: a hook that does nothing but hold it.
+
+    The handle refers to the adapter weakly, so without this an adapter whose install() left no hook or module
+    referring to it (a user adapter that only swaps an attribute) would be freed at once, its undo steps with
+    it. The hook goes with remove(), and refuses copying and pickling as the call hooks do."""
+    from dype_rope.adapters.base import CallHook
+
+    if not isinstance(model, nn.Module):  # a model of another framework (mflux): its adapter's own replacement
+        return  # (a per-patch class whose __call__ closes over the adapter) is what the model holds
+
+    def owns(module, args, adapter=adapter):  # the default argument is the reference
+        return None
+
+    adapter.on_remove(model.register_forward_pre_hook(CallHook(owns)).remove)
 
 
 def unpatch(model: nn.Module) -> None:

@@ -64,29 +64,33 @@ def sincos_frequencies(
 def axis_sincos(
     positions: Tensor, plain: Tensor, omega: Tensor | None = None, centre: float = 0.0
 ) -> Tensor:
-    """[sin, cos] of one axis: [n, 2F] in the dtype of `plain` [F] for positions [n].
+    """[sin, cos] of one axis: [n, 2F] in the dtype of `plain` [F] for positions [n]; [B, n, 2F] for omega
+    [B, F] (one set of frequencies per sample).
 
     omega=None is the stock embedding, computed with the same operation as diffusers (an outer product of the
-    positions and the frequencies) so that it reproduces its values bit for bit. Otherwise omega [F] acts on the
-    offset from `centre` (see the module docstring).
+    positions and the frequencies) so that it reproduces its values bit for bit. Otherwise omega [..., F] acts on
+    the offset from `centre` (see the module docstring).
     """
     if omega is None:
         angles = torch.outer(positions.reshape(-1), plain)
     else:
         offset = positions.reshape(-1).to(plain.dtype) - centre
-        angles = (plain * centre).unsqueeze(0) + torch.outer(offset, omega)
+        # the outer product offset x omega, written to broadcast over omega's leading (sample) dimensions
+        angles = (plain * centre).unsqueeze(0) + offset.unsqueeze(-1) * omega.unsqueeze(-2)
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
 def grid_sincos(row_emb: Tensor, col_emb: Tensor) -> Tensor:
-    """[h * w, 2C] row-major grid embedding from per-row [h, C] and per-column [w, C] embeddings.
+    """[..., h * w, 2C] row-major grid embedding from per-row [..., h, C] and per-column [..., w, C] embeddings
+    (leading sample dimensions broadcast: one axis may be per sample and the other shared).
 
     Column channels come first, as in diffusers' get_2d_sincos_pos_embed.
     """
-    h, w = row_emb.shape[0], col_emb.shape[0]
-    cols = col_emb.unsqueeze(0).expand(h, w, -1)
-    rows = row_emb.unsqueeze(1).expand(h, w, -1)
-    return torch.cat([cols, rows], dim=-1).reshape(h * w, -1)
+    h, w = row_emb.shape[-2], col_emb.shape[-2]
+    lead = torch.broadcast_shapes(row_emb.shape[:-2], col_emb.shape[:-2])
+    cols = col_emb.unsqueeze(-3).expand(*lead, h, w, -1)
+    rows = row_emb.unsqueeze(-2).expand(*lead, h, w, -1)
+    return torch.cat([cols, rows], dim=-1).reshape(*lead, h * w, -1)
 
 
 def sincos_plain(channels: int, like: Tensor, theta: float = SINCOS_THETA) -> Tensor:

@@ -3,12 +3,13 @@
 Checks run only where they cost no device sync: on Python numbers, and on host tensors outside
 torch.compile. A CUDA timestep is trusted as it is; reading its value would stall the stream every step.
 
-A batch may carry one time per sample (diffusers' model tests, training, some samplers). At or below the base
-grid nothing depends on t, so any batch passes through. Above it, families whose tables carry a batch
-dimension (HiDream, Lumina2) build one plan per sample from :func:`diffusion_times`; the others build one
-plan per call from :func:`diffusion_time`, which gives NaN for a batch whose samples differ: the schedules
-ignore t on axes they do not rescale, so the NaN reaches only rescaled tables, and an adapter that can read
-the values for free (host tensors) refuses the batch with :data:`MIXED_TIMES` instead.
+A batch may carry one time per sample (diffusers' model tests, training, batched serving). At or below the
+base grid nothing depends on t, so any batch passes through. Above it, families whose attention takes tables
+with a batch dimension (HiDream, Lumina2, Wan, SD3, EmbedND, the ComfyUI families) build one plan per sample
+from :func:`diffusion_times`; the others build one plan per call from :func:`diffusion_time`, which gives NaN
+for a batch whose samples differ: the schedules ignore t on axes they do not rescale, so the NaN reaches only
+rescaled tables, and an adapter that can read the values for free (host tensors) refuses the batch with
+:data:`MIXED_TIMES` instead.
 """
 
 from __future__ import annotations

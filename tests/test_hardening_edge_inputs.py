@@ -13,7 +13,10 @@ from families.flux import FLUX, flux_img_ids, tiny_flux
 from families.hidream import HIDREAM, tiny_hidream
 from families.lumina2 import LUMINA2, tiny_lumina2
 from families.qwen_image import QWEN_IMAGE, tiny_qwen_image
+from families.row import encoding_calls
+from families.sd3 import SD3, tiny_sd3
 from families.video import WAN, tiny_wan
+from torch.utils._pytree import tree_leaves
 
 BASE = (8, 8)
 
@@ -89,7 +92,10 @@ FAMILIES = {
     "hidream": (tiny_hidream, lambda h, w: HIDREAM.inputs((h, w), 1.0), "timesteps", (200.0, 800.0)),
     "qwen-image": (tiny_qwen_image, lambda h, w: QWEN_IMAGE.inputs((h, w), 1.0), "timestep", (0.2, 0.8)),
     "wan": (tiny_wan, lambda h, w: WAN.inputs((2, h, w), 1.0), "timestep", (200.0, 800.0)),
+    "sd3": (tiny_sd3, lambda h, w: SD3.inputs((h, w), 1.0), "timestep", (200.0, 800.0)),
 }
+# families whose tables carry a batch dimension (the attribute of their position encoding): one plan per sample
+PER_SAMPLE = {"lumina2": "rope_embedder", "hidream": "pe_embedder", "wan": "rope", "sd3": "pos_embed"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -113,21 +119,51 @@ def test_mixed_times_at_or_below_the_base_grid_pass_through_when_compiled():
         assert torch.equal(run(compiled, x), stock)
 
 
-@pytest.mark.parametrize("family", ["lumina2", "hidream"])
+def recorded_tables(model, encoding: str, inputs: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(output, every tensor the position encoding returned in the call)."""
+    out = []
+    calls = encoding_calls(model, encoding, lambda: out.append(run(model, inputs)))
+    return out[0], [leaf for _, o in calls for leaf in tree_leaves(o) if isinstance(leaf, torch.Tensor)]
+
+
+@pytest.mark.parametrize("family", PER_SAMPLE)
 def test_mixed_times_above_the_base_grid_get_one_plan_per_sample(family):
-    # families whose tables carry a batch dimension: each sample is rescaled for its own time
+    """Each sample's tables are bit for bit those of the sample run alone; the outputs agree to the rounding of
+    batched matrix products."""
     build, inputs, key, times = FAMILIES[family]
     model = build()
     one = inputs(12, 12)  # square: HiDream pads non-square images to its base token count
     with dype_rope.patch(model, base_grid=BASE):
-        batched = run(model, batch_of(one, times, key))
-        alone = [run(model, batch_of(one, (t,), key)) for t in times]
-    assert not torch.allclose(alone[0], alone[1])
-    for i in range(len(times)):
-        torch.testing.assert_close(batched[i], alone[i][0], rtol=1e-5, atol=1e-5)
+        batched, tables = recorded_tables(model, PER_SAMPLE[family], batch_of(one, times, key))
+        alone = [recorded_tables(model, PER_SAMPLE[family], batch_of(one, (t,), key)) for t in times]
+    assert not torch.allclose(alone[0][0], alone[1][0])
+    per_sample = [b for b in tables if b.dim() and b.shape[0] == len(times)]
+    assert per_sample, "no table with a batch dimension"
+    for i, (out, own) in enumerate(alone):
+        torch.testing.assert_close(batched[i], out[0], rtol=1e-5, atol=1e-5)
+        mine = [b[i : i + 1] for b in per_sample]
+        theirs = [a for a in own if a.dim() and a.shape[0] == 1]
+        assert len(mine) == len(theirs) and all(torch.equal(m, a) for m, a in zip(mine, theirs))
 
 
-@pytest.mark.parametrize("family", ["flux", "qwen-image", "wan"])
+@pytest.mark.parametrize("family", ["wan", "sd3"])
+def test_mixed_times_above_the_base_grid_compile_into_one_graph(family):
+    # the times are never read on the host: one graph whatever they are, each sample at its own time
+    build, inputs, key, times = FAMILIES[family]
+    model = build()
+    one = inputs(12, 12)
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounter()
+    with dype_rope.patch(model, base_grid=BASE):
+        compiled = torch.compile(model, backend=counter, fullgraph=True)
+        for pair in (times, times[::-1], (times[0], times[0])):
+            x = batch_of(one, pair, key)
+            torch.testing.assert_close(run(compiled, x), run(model, x), rtol=1e-6, atol=1e-6)
+    torch._dynamo.reset()
+    assert counter.frame_count == 1
+
+
+@pytest.mark.parametrize("family", ["flux", "qwen-image"])
 def test_mixed_times_above_the_base_grid_are_refused_on_host_tensors(family):
     # families with one table per call: one time would silently misplan the other samples
     build, inputs, key, times = FAMILIES[family]

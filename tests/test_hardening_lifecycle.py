@@ -89,6 +89,34 @@ def test_a_handle_kept_after_remove_lets_the_model_go(family):
     assert "removed" in repr(handle)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_kept_active_handle_lets_a_dropped_model_go(family):
+    build, inputs, base = FAMILIES[family]
+    model = build()
+    handle = dype_rope.patch(model, base_grid=base)
+    run(model, inputs())
+    assert handle.adapter is not None and handle.model is model
+    ref = weakref.ref(model)
+    del model
+    assert collected(ref), "the kept handle kept the model alive"
+    assert handle.model is None and not handle.active and handle.adapter is None
+    assert handle.base_grid == base and handle.config.method == "yarn" and "removed" in repr(handle)
+    handle.remove()  # nothing left to undo
+
+
+def test_a_kept_pipeline_handle_lets_a_dropped_pipeline_go():
+    from tiny_pipeline import tiny_flux_pipeline
+
+    pipe = tiny_flux_pipeline()
+    handle = dype_rope.enable(pipe, height=64, width=64, base_grid=(2, 2))
+    assert handle.transformer.model is pipe.transformer
+    refs = [weakref.ref(pipe), weakref.ref(pipe.transformer)]
+    pipe = None
+    gc.collect()
+    assert all(r() is None for r in refs), "the kept pipeline handle kept the transformer alive"
+    assert not handle.transformer.active
+
+
 def test_ten_dropped_models_leave_no_live_model():
     refs = []
     for seed in range(10):

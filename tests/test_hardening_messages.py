@@ -9,6 +9,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,30 @@ def test_bad_base_resolutions_name_the_argument_and_the_problem(bad):
 def test_lookups_on_non_models_say_so(fn, bad):
     with pytest.raises(TypeError, match=r"takes a torch.nn.Module, got"):
         fn(bad)
+
+
+@pytest.mark.parametrize(
+    "kwargs, grid",
+    [
+        (dict(base_grid=(np.int64(8), np.int64(6))), (8, 6)),
+        (dict(base_grid=np.int32(8)), (8, 8)),
+        (dict(base_grid=tuple(np.array([8, 6]))), (8, 6)),
+        (dict(base_resolution=np.int64(128)), (8, 8)),
+        (dict(base_resolution=(np.int64(128), np.uint16(96))), (8, 6)),
+        (dict(base_resolution=(np.float64(128.0), 96)), (8, 6)),
+    ],
+    ids=["int64-pair", "int32", "array-items", "int64-px", "int64-uint16-px", "float64-px"],
+)
+def test_numpy_integers_are_whole_numbers(kwargs, grid):
+    model, x = tiny_flux(), FLUX.inputs((12, 16), 0.7)
+    with dype_rope.patch(model, **kwargs) as handle:
+        assert handle.base_grid == grid and all(type(g) is int for g in handle.base_grid)
+        out = run(model, x).sample
+    with dype_rope.patch(model, base_grid=grid):  # the same patch as plain ints
+        assert torch.equal(run(model, x).sample, out)
+
+
+@pytest.mark.parametrize("bad", [np.float64(64.0), (np.int64(64), np.float32(64)), np.bool_(True), np.int64(0)])
+def test_numpy_values_that_are_not_whole_token_counts_are_still_refused(bad):
+    with pytest.raises((ValueError, TypeError), match="base_grid"):
+        dype_rope.patch(tiny_flux(), base_grid=bad)

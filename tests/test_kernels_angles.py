@@ -1,4 +1,5 @@
-"""The kernels' float32-only angles against float64: cos / sin within 1e-6 at every position 0..65535.
+"""The kernels' float32-only angles against float64: cos / sin within 4e-7 at every position 0..65535 (the
+measured worst case is 3.7e-7, docs/kernels.md), within 6e-7 at fractional float64 positions (measured 5.2e-7).
 
 The angle math (kernels/_pairs.py: fraction_of_turn, cos_sin_of_turn) runs here under the Triton interpreter
 on a [positions, pairs] tile; it uses only float32 operations whose results the GPU reproduces (exact
@@ -20,7 +21,9 @@ from dype_rope.kernels import rope_qk
 from dype_rope.kernels._pairs import cos_sin_of_turn, fraction_of_turn, kernel_plan, kernel_positions
 from kernel_reference import F64, dype_plan
 
-TOL = 1e-6
+# Just above the documented worst cases (docs/kernels.md), not loose: a kernel change that doubles the error fails.
+TOL = 4e-7  # whole positions: 3.7e-7 measured
+FRACTIONAL_TOL = 6e-7  # fractional float64 positions, whose float32 remainder adds one more rounding: 5.2e-7
 ALL_POSITIONS = torch.arange(65536, dtype=torch.float32)
 
 
@@ -69,7 +72,7 @@ def max_error(positions, inv_freq, cos, sin) -> float:
                                                                   t=0.5).inv_freq],
     ids=["rope-128", "rope-56", "dype-yarn-flux"],
 )
-def test_cos_sin_within_1e_6_of_float64_at_every_position_up_to_65535(inv_freq):
+def test_cos_sin_within_4e_7_of_float64_at_every_position_up_to_65535(inv_freq):
     cos, sin = kernel_cos_sin(ALL_POSITIONS, inv_freq)
     err = max_error(ALL_POSITIONS, inv_freq, cos, sin)
     assert err < TOL, f"worst cos / sin error {err:.3g}"
@@ -89,8 +92,8 @@ def test_negative_and_fractional_float64_positions():
     positions = (torch.rand(4096, generator=g, dtype=F64) - 0.5) * 131070  # |pos| <= 65535, fractional
     inv_freq = plain_rope_inv_freq(128)
     cos, sin = kernel_cos_sin(positions, inv_freq)
-    assert max_error(positions, inv_freq, cos, sin) < TOL
-    rounded = positions.float()  # what dropping the remainder would give: off by far more than 1e-6
+    assert max_error(positions, inv_freq, cos, sin) < FRACTIONAL_TOL
+    rounded = positions.float()  # what dropping the remainder would give: off by far more than TOL
     assert max_error(positions, inv_freq, *kernel_cos_sin(rounded, inv_freq)) > 100 * TOL
 
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from dype_rope.config import DyPEConfig
 from dype_rope.rope import RopePlan, build_plan, check_axes_dims, freq_dtype
 from dype_rope.schedules import takes_global_scale
+from dype_rope.timestep import host_readable
 
 from ..base import Adapter, CallHook, qualified_name, register_adapter, spans_on
 from .call import CallState, ComfyCall
@@ -140,11 +141,23 @@ class ComfyAdapter(Adapter):
         if sigma.shape[0] != x.shape[0] and x.shape[0] % sigma.shape[0] == 0:
             # transformer_options["sigmas"] holds one sigma per latent; ComfyUI batches cond and uncond chunks
             sigma = sigma.repeat(x.shape[0] // sigma.shape[0])
+        if axes and host_readable(sigma):
+            # free to read (a CPU tensor outside torch.compile); on a GPU build_plan turns it into NaN instead
+            for value in sigma.tolist():
+                if not 0.0 <= value <= 1.0:
+                    raise ValueError(
+                        f"{type(self.model).__name__} was called at sigma {value}; DyPE reads sigma as the "
+                        "flow-matching time in [0, 1] (1 = noise)"
+                    )
         return ComfyCall(sigma=sigma, scales=tuple(scales), axes=axes)
 
     def build_plan(self, call: ComfyCall, device: torch.device) -> RopePlan:
         dtype = freq_dtype(device)
         t = TIMES[self.family.time](call.sigma.to(device=device, dtype=dtype).reshape(-1))  # one plan per sample
+        # a time outside [0, 1] (or NaN) has no DyPE plan: its sample's rescaled pairs become NaN, decided on the
+        # device (reading the value would stall the stream every step), so the output is loudly NaN instead of
+        # planned for a mirrored time (-0.5 would plan as +0.5)
+        t = torch.where((t >= 0) & (t <= 1), t, torch.full_like(t, math.nan))
         scales = spans_on(call.scales, dtype, device).expand(t.shape[0], -1)
         return build_plan(self.axes_dims, self.theta, scales, t, self.cfg, self.base_lens, self.family.id_axes)
 

@@ -58,14 +58,13 @@ class DyPEComfyEmbed(nn.Module):
         if ids.dim() == 2:
             ids = ids.unsqueeze(0)
         batch = plan.inv_freq.shape[0]
-        if ids.shape[0] == 1 and batch > 1:
-            # ids shared by the whole batch (Wan, Lumina2): the tables keep their batch of 1, with the first
-            # sample's time; ComfyUI's samplers give every sample of a model call the same sigma
-            plan = RopePlan(plan.inv_freq[:1], plan.mscale[:1], plan.pair_axis)
-        elif ids.shape[0] != batch:
+        if ids.shape[0] not in (1, batch):
             raise ValueError(
                 f"{self._what}: position ids of batch {ids.shape[0]} do not fit a model call of {batch} samples"
             )
+        # ids shared by the whole batch (Wan, Lumina2: batch 1) broadcast against the plan of every sample, so
+        # each sample turns at its own sigma (a batch may mix times: a direct call, batched serving); the
+        # model's attention broadcasts the tables' batch against q and k as it does the stock batch of 1
         ours = self._layout(rotation_matrices(ids, plan))  # [B, L, D/2, 2, 2]
         # the original inserts singleton axes (the head axis) after the batch axis: same numbers, its shape
         ours = ours.reshape(ours.shape[0], *stock.shape[1:])

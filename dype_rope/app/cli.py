@@ -19,6 +19,7 @@ from typing import Sequence
 from dype_rope import __version__
 
 from .errors import UsageError, check_writable, install_hint, missing, require
+from .limits import bench_bytes, check_fits, demo_bytes, host_memory, plot_bytes
 
 METHOD_CHOICES = ("yarn", "ntk", "pi", "none")
 # Flow-matching schedulers compute e^mu in float32: beyond this the shifted sigmas are inf / inf = NaN.
@@ -61,8 +62,9 @@ def _positive_float(text: str) -> float:
 def _factor(text: str) -> tuple[int, int]:
     """"4" -> (4, 4); "4x2" -> (4, 2) (rows x columns)."""
     parts = text.lower().split("x")
-    if len(parts) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"expected N or ROWSxCOLS, got {text!r}")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        # judged as a whole: "3x" must not be reported as a bad number ''
+        raise argparse.ArgumentTypeError(f"expected N or ROWSxCOLS in whole numbers (e.g. 4 or 4x2), got {text!r}")
     values = tuple(_positive_int(p) for p in parts)
     return values * 2 if len(values) == 1 else values
 
@@ -223,6 +225,9 @@ def _figure_path(path: str) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _config(args, args.method, not args.static)
+    rows, cols = (args.base_grid * f for f in args.factor)
+    check_fits(f"--base-grid {args.base_grid} x --factor {args.factor[0]}x{args.factor[1]} ({rows} x {cols} tokens)",
+               demo_bytes(args.base_grid, args.factor), host_memory())
     if not args.no_plot:
         _figure_path(args.output)
     require("diffusers", "demo")
@@ -241,6 +246,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         raise UsageError(f"--dim must be even (channels come in rotation pairs), got {args.dim}")
     if args.num_t < 2:
         raise UsageError(f"--num-t must be at least 2 (samples of t from 0 to 1), got {args.num_t}")
+    check_fits(f"--dim {args.dim} x --num-t {args.num_t} ({args.dim // 2} lines of {args.num_t} points per curve)",
+               plot_bytes(args.dim, args.num_t, len(args.methods)), host_memory())
     if missing("matplotlib"):
         raise UsageError(f"`dype-rope plot` draws with matplotlib: {install_hint('matplotlib')}")
     for m in args.methods:
@@ -266,6 +273,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.grids:  # the largest grid decides; checked on the host's memory before torch is even imported
+        largest = max(args.grids)
+        check_fits(f"--grids {largest} ({largest} x {largest} tokens, FLUX-shaped)",
+                   bench_bytes(largest, 2, 512), host_memory())
     require("diffusers", "bench")
     from .bench import run_bench
 

@@ -19,6 +19,7 @@ import torch
 from dype_rope import __version__
 
 from .errors import UsageError, check_writable, resolve_device
+from .files import write_atomically
 
 _NAMES = {"pi": "PI", "ntk": "NTK", "yarn": "YaRN", "none": "plain RoPE"}
 
@@ -112,8 +113,7 @@ def save_png(image, path: Path, meta: dict[str, Any]) -> Path:
     info = PngInfo()
     info.add_text("dype_rope", json.dumps(meta, sort_keys=True))
     info.add_text("Software", f"dype_rope {__version__}")
-    image.save(path, pnginfo=info)
-    return path
+    return write_atomically(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
 
 
 def side_by_side(labelled: list[tuple[str, Any]]):

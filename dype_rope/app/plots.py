@@ -24,6 +24,8 @@ from dype_rope import __version__
 from dype_rope.config import DyPEConfig
 from dype_rope.schedules import get_schedule
 
+from .files import write_atomically
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -181,8 +183,8 @@ def save_figure(fig: "Figure", path: str | Path, metadata: dict[str, str] | None
 
         # Text stays text (searchable, smaller); a fixed salt keeps the ids stable; no date in the file.
         with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "dype_rope"}):
-            fig.savefig(path, format="svg", metadata={"Creator": software, "Date": None}, facecolor="white")
-        return path
+            return write_atomically(path, lambda tmp: fig.savefig(
+                tmp, format="svg", metadata={"Creator": software, "Date": None}, facecolor="white"))
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
@@ -195,5 +197,4 @@ def save_figure(fig: "Figure", path: str | Path, metadata: dict[str, str] | None
         info.add_text(key, value)
     # Flat lines on white need few colours: a 256-colour palette looks the same at a quarter of the bytes.
     palette = rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    palette.save(path, format="PNG", pnginfo=info)
-    return path
+    return write_atomically(path, lambda tmp: palette.save(tmp, format="PNG", pnginfo=info))
