@@ -90,3 +90,19 @@ def test_qwen_image21_prefix_cache_holds_rotated_keys():
     assert torch.equal(key_cached[:, :prefix], key_first[:, :prefix])  # the first step's rotation, reused
     assert (key_cached[:, :prefix] - key_later[:, :prefix]).abs().max() > 1e-2  # not the later step's
     torch.testing.assert_close(key_cached[:, prefix:], key_later[:, prefix:])  # the target follows the tables
+
+
+def test_z_image_controlnet_patch_leaves_the_shared_rope_embedder_alone():
+    """ZImageControlNetModel holds the transformer's RopeEmbedder object: patching the ControlNet replaces its own
+    attribute only, so an unpatched transformer keeps stock tables, and remove() puts the shared object back."""
+    from families.controlnets import tiny_zimage_controlnet
+
+    controlnet = tiny_zimage_controlnet()
+    shared = controlnet.rope_embedder
+    ids = torch.tensor([[1, 0, 0], [1, 5, 7]])
+    stock = shared(ids)
+    handle = dype_rope.patch(controlnet)
+    assert controlnet.rope_embedder is not shared
+    assert torch.equal(shared(ids), stock)
+    handle.remove()
+    assert controlnet.rope_embedder is shared

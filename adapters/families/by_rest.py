@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..base import register_adapter
 from ..qwen_image import QwenImageAdapter
+from ..zimage import ZImageAdapter
 from ..table import refuse
 
 T = "diffusers.models.transformers."
@@ -80,3 +81,9 @@ refuse(
 # passes the transformer too (timestep / 1000): the Qwen-Image adapter applies unchanged, so both nets share
 # the generated image's scale at every step.
 register_adapter(C + "controlnet_qwenimage.QwenImageControlNetModel")(QwenImageAdapter)
+
+# ZImageControlNetModel takes the transformer's RopeEmbedder object itself (ZImageControlNetModel.from_transformer)
+# and calls it on the ids its own patchify_and_embed builds (a copy of the transformer's), with the forward
+# arguments x, t, patch_size that ZImageControlNetPipeline passes the transformer too ((1000 - t) / 1000): the
+# Z-Image adapter applies unchanged. It replaces the ControlNet's attribute only, never the shared object.
+register_adapter(C + "controlnet_z_image.ZImageControlNetModel")(ZImageAdapter)

@@ -11,6 +11,7 @@ import torch
 from .qwen_image import QWEN_IMAGE, TINY_QWEN_IMAGE, qwen_inputs
 from .row import randomise_qk_norms
 from .tiny import tiny
+from .zimage import ZIMAGE, tiny_zimage, zimage_inputs
 
 # QwenImageControlNetModel takes the transformer's configuration; the control latent has the packed latent's
 # channels (extra_condition_channels = 0: not the inpainting variant).
@@ -48,3 +49,42 @@ QWEN_IMAGE_CONTROLNET = dataclasses.replace(
 )
 
 ROWS: tuple = (QWEN_IMAGE_CONTROLNET,)
+
+
+# ZImageControlNetModel: its own control layers on the transformer's shared modules (from_transformer).
+TINY_ZIMAGE_CONTROLNET = dict(
+    control_layers_places=[0], control_in_dim=4, all_patch_size=(2,), all_f_patch_size=(1,), dim=64,
+    n_refiner_layers=1, n_heads=2, n_kv_heads=2,
+)
+
+
+def tiny_zimage_controlnet(seed: int = 0, **overrides):
+    import diffusers
+
+    transformer = tiny_zimage(seed)
+    controlnet = tiny("ZImageControlNetModel", TINY_ZIMAGE_CONTROLNET, seed + 1, **overrides)
+    controlnet = diffusers.ZImageControlNetModel.from_transformer(controlnet, transformer)
+    g = torch.Generator().manual_seed(seed + 7)
+    with torch.no_grad():  # the control blocks' outputs start at zero (zero_module): random, so the output moves
+        for name, p in controlnet.control_layers.named_parameters():
+            if not p.any():
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return controlnet
+
+
+def zimage_controlnet_inputs(grid, batch=1, cond=None, seed=1):
+    x = zimage_inputs(grid, batch, cond, seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    x["control_context"] = [torch.randn(c.shape, generator=g) for c in x["x"]]
+    return x
+
+
+ZIMAGE_CONTROLNET = dataclasses.replace(
+    ZIMAGE,
+    name="z-image-controlnet",
+    build=tiny_zimage_controlnet,
+    make_inputs=lambda grid, batch, cond, seed: zimage_controlnet_inputs(grid, batch, cond, seed),
+    output=lambda out: torch.stack([out[k] for k in sorted(out)]),
+)
+
+ROWS = (*ROWS, ZIMAGE_CONTROLNET)
