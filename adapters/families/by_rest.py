@@ -5,10 +5,12 @@ that has no row yet is not listed: `dype-rope models` reports it as unknown and 
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..base import register_adapter
 from ..qwen_image import QwenImageAdapter
 from ..zimage import ZImageAdapter
-from ..table import refuse
+from ..table import FAMILIES, refuse, register_family
 
 T = "diffusers.models.transformers."
 C = "diffusers.models.controlnets."
@@ -87,3 +89,19 @@ register_adapter(C + "controlnet_qwenimage.QwenImageControlNetModel")(QwenImageA
 # arguments x, t, patch_size that ZImageControlNetPipeline passes the transformer too ((1000 - t) / 1000): the
 # Z-Image adapter applies unchanged. It replaces the ControlNet's attribute only, never the shared object.
 register_adapter(C + "controlnet_z_image.ZImageControlNetModel")(ZImageAdapter)
+
+# CosmosControlNetModel builds the transformer's CosmosRotaryPosEmbed (same max_size, patch_size, rope_scale
+# arguments) as `rope` and calls it on its control latent, which has the generated latent's frames, height and
+# width; Cosmos2_5_TransferPipeline passes it the transformer's timestep (in_timestep: the flow sigma, the
+# conditioning frames' own). So it is the Cosmos row on another class; its default size is the transformer's
+# too (Cosmos2_5_TransferPipeline: 704 x 1280 px).
+_cosmos = next(row for row in FAMILIES if row.name == "cosmos")
+register_family(
+    dataclasses.replace(
+        _cosmos,
+        name="cosmos_controlnet",
+        classes=(C + "controlnet_cosmos.CosmosControlNetModel",),
+        title="Cosmos Transfer 2.5 ControlNet",
+        note="the Cosmos row on the ControlNet's own CosmosRotaryPosEmbed",
+    )
+)

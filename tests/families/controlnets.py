@@ -11,6 +11,7 @@ import torch
 from .qwen_image import QWEN_IMAGE, TINY_QWEN_IMAGE, qwen_inputs
 from .row import randomise_qk_norms
 from .tiny import tiny
+from .passed import COSMOS, TINY_COSMOS
 from .zimage import ZIMAGE, tiny_zimage, zimage_inputs
 
 # QwenImageControlNetModel takes the transformer's configuration; the control latent has the packed latent's
@@ -88,3 +89,41 @@ ZIMAGE_CONTROLNET = dataclasses.replace(
 )
 
 ROWS = (*ROWS, ZIMAGE_CONTROLNET)
+
+
+# CosmosControlNetModel: the Cosmos row's tiny structure (head dim 24, rope_scale differing per axis); the control
+# and base latents both carry 4 channels, plus the condition and padding masks.
+TINY_COSMOS_CONTROLNET = dict(
+    n_controlnet_blocks=1, in_channels=6, latent_channels=6, model_channels=48, num_attention_heads=2,
+    attention_head_dim=24, mlp_ratio=2, text_embed_dim=8, adaln_lora_dim=4, patch_size=(1, 2, 2),
+    max_size=TINY_COSMOS["max_size"], rope_scale=TINY_COSMOS["rope_scale"], extra_pos_embed_type=None,
+    encoder_hidden_states_channels=8,
+)
+
+
+def cosmos_controlnet_inputs(grid, batch=1, cond=None, seed=1):
+    """Cosmos2_5_TransferPipeline's ControlNet call: control and base latents of `grid` tokens, a condition mask
+    (zeros: no conditioning frames) and the pixel-size padding mask."""
+    g = torch.Generator().manual_seed(seed)
+    frames, rows, cols = grid
+    shape = (batch, 4, frames, 2 * rows, 2 * cols)
+    return dict(
+        controls_latents=torch.randn(shape, generator=g),
+        latents=torch.randn(shape, generator=g),
+        encoder_hidden_states=torch.randn(batch, 3, 8, generator=g),
+        condition_mask=torch.zeros(batch, 1, frames, 2 * rows, 2 * cols),
+        padding_mask=torch.zeros(1, 1, 16 * rows, 16 * cols),
+        return_dict=False,
+    )
+
+
+COSMOS_CONTROLNET = dataclasses.replace(
+    COSMOS,
+    name="cosmos-controlnet",
+    adapter="cosmos_controlnet",
+    build=lambda seed=0, **o: tiny("CosmosControlNetModel", TINY_COSMOS_CONTROLNET, seed, **o),
+    make_inputs=cosmos_controlnet_inputs,
+    output=lambda out: torch.stack(out[0]),
+)
+
+ROWS = (*ROWS, COSMOS_CONTROLNET)
