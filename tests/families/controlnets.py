@@ -46,7 +46,7 @@ QWEN_IMAGE_CONTROLNET = dataclasses.replace(
     make_inputs=lambda grid, batch, cond, seed: qwen_controlnet_inputs(grid, batch, cond, seed),
     output=lambda out: torch.stack(out.controlnet_block_samples),
     cp_hooks=False,  # QwenImageControlNetModel declares no context-parallel plan
-    fused=None,  # the fused backend's contract runs on the transformer's row
+    # fused: the transformer's (the same attention blocks take the same fused processors)
 )
 
 ROWS: tuple = (QWEN_IMAGE_CONTROLNET,)
