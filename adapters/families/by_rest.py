@@ -1,12 +1,14 @@
-"""The diffusers classes the other row files leave: each refused here has a reason read from its own code and
-its pipeline's (docs/families.md, "Which models are covered"). A class whose encoding DyPE could rescale but
-that has no row yet is not listed: `dype-rope models` reports it as unknown and `patch()` says so.
+"""The diffusers classes the other row files leave (docs/families.md, "Which models are covered"): ControlNets
+that share their transformer's position encoding, matched to that transformer's adapter or row, and refusals
+whose reasons are read from each class's own code and its pipeline's. A class whose encoding DyPE could
+rescale but that has no row yet is not listed: `dype-rope models` reports it as unknown and `patch()` says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from . import by_passed  # noqa: F401  (the Cosmos row, which the Cosmos ControlNet's row copies)
 from ..base import register_adapter
 from ..qwen_image import QwenImageAdapter
 from ..zimage import ZImageAdapter
