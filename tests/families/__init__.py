@@ -5,6 +5,7 @@ adding a row here."""
 from __future__ import annotations
 
 from .cogview4 import COGVIEW4
+from .controlnets import ROWS as CONTROLNET_ROWS
 from .embednd import CUSTOM, EMBEDND
 from .flux import CHROMA, FLUX, FLUX2
 from .hidream import HIDREAM
@@ -19,6 +20,6 @@ from .zimage import ZIMAGE
 
 FAMILIES = (
     FLUX, CHROMA, FLUX2, QWEN_IMAGE, SD3, LUMINA2, ZIMAGE, HIDREAM, COGVIEW4, WAN, HUNYUAN_VIDEO, EMBEDND, CUSTOM,
-    *IDS_ROWS, *GRID_ROWS, *PASSED_ROWS,
+    *IDS_ROWS, *GRID_ROWS, *PASSED_ROWS, *CONTROLNET_ROWS,
 )
 FUSED_FAMILIES = tuple(row for row in FAMILIES if row.fused is not None)
