@@ -48,6 +48,17 @@ class CallState(threading.local):
             self.call = previous
 
 
+def call_in_flight(state: CallState, what: str) -> ComfyCall:
+    """The call `state` has in flight, or the error of an embedder called outside one (`what` names it)."""
+    call = state.call
+    if call is None:
+        raise RuntimeError(
+            f"the DyPE position embedding of {what} was called outside a model call; sample the model through "
+            "ComfyUI (or call the patched diffusion model itself)"
+        )
+    return call
+
+
 def plan_of(call: ComfyCall, device: torch.device, build: Callable[[ComfyCall, torch.device], RopePlan]) -> RopePlan:
     """The call's plan on `device`, built on first use."""
     plan = call.plans.get(device)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from dype_rope.rope import RopePlan
 from dype_rope.rope_formats import rotation_matrices
 
-from .call import CallState, ComfyCall, plan_of
+from .call import CallState, ComfyCall, call_in_flight, plan_of
 
 
 def joyimage(model: nn.Module) -> tuple[tuple[int, ...], float]:
@@ -61,12 +61,7 @@ class DyPEComponentsEmbed:
 
     def __call__(self, component_sizes, device=None, **kwargs: Any) -> Tensor:
         stock = self.original(component_sizes, device=device, **kwargs)
-        call = self._state.call
-        if call is None:
-            raise RuntimeError(
-                f"the DyPE position embedding of {self._what} was called outside a model call; sample the model "
-                "through ComfyUI (or call the patched diffusion model itself)"
-            )
+        call = call_in_flight(self._state, self._what)
         if not call.axes:
             return stock
         plan = plan_of(call, stock.device, self._build_plan)

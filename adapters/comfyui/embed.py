@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from dype_rope.rope import RopePlan
 from dype_rope.rope_formats import rotation_matrices
 
-from .call import CallState, ComfyCall, plan_of
+from .call import CallState, ComfyCall, call_in_flight, plan_of
 from .formats import pairs
 
 
@@ -46,12 +46,7 @@ class DyPEComfyEmbed(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         stock = self.original(ids)
-        call = self._state.call
-        if call is None:
-            raise RuntimeError(
-                f"the DyPE position embedding of {self._what} was called outside a model call; sample the model "
-                "through ComfyUI (or call the patched diffusion model itself)"
-            )
+        call = call_in_flight(self._state, self._what)
         if not call.axes:  # no axis larger than the base grid (a host fact, from the latent's shape)
             return stock
         plan = plan_of(call, ids.device, self._build_plan)  # one per sample: [B, D/2]

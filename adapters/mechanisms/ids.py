@@ -33,6 +33,7 @@ from dype_rope.rope_formats import rope_angles
 from dype_rope.timestep import diffusion_time, diffusion_times
 
 from ..base import image_spans
+from ..embednd import inserted_axes
 from ..parallel import carry_parallel_hooks
 
 
@@ -129,19 +130,6 @@ def _unsqueezed(x: Tensor, axes: Sequence[int]) -> Tensor:
     for axis in axes:
         x = x.unsqueeze(axis)
     return x
-
-
-def inserted_axes(out_shape: Sequence[int], table_shape: Sequence[int]) -> list[int] | None:
-    """Indices of the singleton axes `out_shape` has on top of `table_shape` (None if it is not that)."""
-    inserted, j = [], 0
-    for i, size in enumerate(out_shape):
-        if j < len(table_shape) and size == table_shape[j]:
-            j += 1
-        elif size == 1:
-            inserted.append(i)
-        else:
-            return None
-    return inserted if j == len(table_shape) else None
 
 
 def dype_tables(fmt: Format, ids: Tensor, plan: RopePlan) -> tuple[Tensor, ...]:
