@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from torch import Tensor
 
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
 from dype_rope.schedules import plain_inv_freq

@@ -142,12 +142,14 @@ class ComfyAdapter(Adapter):
             # transformer_options["sigmas"] holds one sigma per latent; ComfyUI batches cond and uncond chunks
             sigma = sigma.repeat(x.shape[0] // sigma.shape[0])
         if axes and host_readable(sigma):
-            # free to read (a CPU tensor outside torch.compile); on a GPU build_plan turns it into NaN instead
-            for value in sigma.tolist():
-                if not 0.0 <= value <= 1.0:
+            # free to read (a CPU tensor outside torch.compile); on a GPU build_plan turns it into NaN instead.
+            # Checked as DyPE's time, after the family's conversion (Cosmos' rectified flow: sigma / (sigma + 1))
+            for value, t in zip(sigma.tolist(), TIMES[self.family.time](sigma.double()).tolist()):
+                if not 0.0 <= t <= 1.0:
                     raise ValueError(
-                        f"{type(self.model).__name__} was called at sigma {value}; DyPE reads sigma as the "
-                        "flow-matching time in [0, 1] (1 = noise)"
+                        f"{type(self.model).__name__} was called at sigma {value}, DyPE's time {t}; DyPE reads the "
+                        f"sampler's sigma as a diffusion time in [0, 1] (1 = noise) through the {self.family.time!r} "
+                        "conversion"
                     )
         return ComfyCall(sigma=sigma, scales=tuple(scales), axes=axes)
 

@@ -16,11 +16,10 @@ import torch
 
 import dype_rope
 import tiny_comfy
-from dype_rope.adapters.comfyui import ADAPTERS, comfy_adapter_class
+from dype_rope.adapters.comfyui import ADAPTERS
 from dype_rope.adapters.comfyui.call import ComfyCall
 from dype_rope.adapters.comfyui.patcher import APPLY_MODEL, DYPE_KEY
 from dype_rope.config import DyPEConfig
-from shared_code import reference_rotations
 
 BASE = (8, 8)
 
@@ -152,20 +151,28 @@ def test_isotropic_gives_both_axes_the_larger_ratio(comfy):
 
 # -- the node's settings ------------------------------------------------------------------------------------------
 
-def flux_node_sigmas(patcher, width, height):
-    """The sigmas ComfyUI's own ModelSamplingFlux node gives for width x height (max 1.15, base 0.5)."""
+def sigmas_at_mu(patcher, mu):
+    """The sigmas of ComfyUI's own ModelSamplingFlux node at shift mu (its line flat at mu: base = max = mu)."""
     from comfy_extras.nodes_model_advanced import ModelSamplingFlux
 
-    (shifted,) = ModelSamplingFlux().patch(patcher, 1.15, 0.5, width, height)
+    (shifted,) = ModelSamplingFlux().patch(patcher, mu, mu, 1024, 1024)
     return shifted.get_model_object("model_sampling").sigmas
 
 
-@pytest.mark.parametrize("base_px", [512, 768])
-def test_the_pinned_shift_is_that_of_the_base_resolution_whatever_it_is(comfy, base_px):
-    patcher, dype, _, _ = node(comfy, "flux", base_resolution=base_px, width=2048, height=1536, shift="pinned")
-    got = dype.get_model_object("model_sampling").sigmas
-    assert torch.equal(got, flux_node_sigmas(patcher, base_px, base_px))
-    assert not torch.equal(got, flux_node_sigmas(patcher, 1024, 1024))
+@pytest.mark.parametrize("base_px, below_px", [(512, 384), (768, 512)])
+def test_the_pinned_shift_follows_the_base_resolution_whatever_it_is(comfy, base_px, below_px):
+    """From the base resolution up: the model's own shift. Below it: the line from (256 tokens, base_shift 0.5) to
+    (the base grid's tokens, the model's own shift), so a base read as 1024 px gives other sigmas."""
+    patcher, above, _, _ = node(comfy, "flux", base_resolution=base_px, width=2048, height=1536, shift="pinned")
+    stock_mu = float(patcher.get_model_object("model_sampling").shift)
+    assert torch.equal(above.get_model_object("model_sampling").sigmas, sigmas_at_mu(patcher, stock_mu))
+    _, below, _, _ = node(comfy, "flux", base_resolution=base_px, width=below_px, height=below_px, shift="pinned")
+    tokens, base_tokens = (below_px / 16) ** 2, (base_px / 16) ** 2
+    mu = 0.5 + (stock_mu - 0.5) * (tokens - 256) / (base_tokens - 256)  # by hand, from the line's two ends
+    got = below.get_model_object("model_sampling").sigmas
+    torch.testing.assert_close(got, sigmas_at_mu(patcher, mu), rtol=0, atol=1e-7)
+    wrong_base = 0.5 + (stock_mu - 0.5) * (tokens - 256) / (4096 - 256)
+    assert not torch.allclose(got, sigmas_at_mu(patcher, wrong_base), rtol=0, atol=1e-4)
 
 
 def test_lambda_t_zero_is_kept_and_makes_the_plan_independent_of_sigma(comfy):
@@ -187,7 +194,7 @@ def test_lambda_t_zero_is_kept_and_makes_the_plan_independent_of_sigma(comfy):
 def test_a_sigma_outside_0_1_is_refused_on_the_host_and_nan_on_the_device(comfy, sigma):
     adapter = ADAPTERS["flux"](tiny_comfy.make_model("flux").diffusion_model, DyPEConfig(), BASE)
     above, at_base = torch.zeros(1, 16, 32, 24), torch.zeros(1, 16, 16, 16)
-    with pytest.raises(ValueError, match=r"called at sigma .*flow-matching time in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"called at sigma .*a diffusion time in \[0, 1\]"):
         adapter.start_call(above, torch.tensor([sigma]), {})
     adapter.start_call(at_base, torch.tensor([sigma]), {})  # nothing depends on sigma at the base grid
     # where the value is not read (a GPU tensor), the sample's rescaled pairs come out NaN, the others stay
