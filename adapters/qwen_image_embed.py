@@ -34,9 +34,10 @@ def axis_positions(n: int, centred: bool, device=None) -> Tensor:
 
 
 def qwen_positions(
-    shapes: Sequence[tuple[int, int, int]], text_len: int, centred: bool, device=None
+    shapes: Sequence[tuple[int, int, int]], text_len: int, centred: bool, device=None, text_after: str = "largest"
 ) -> tuple[Tensor, Tensor]:
-    """Positions [N_img, 3] of every image token (images in order, frame-major) and [text_len, 3] of the text.
+    """Positions [N_img, 3] of every image token (images in order, frame-major) and [text_len, 3] of the text,
+    which starts after the largest image's (half-)extent, or after the last image's with text_after="last".
 
     Whole numbers in float32, built on `device` from Python ints: nothing crosses between host and device.
     """
@@ -46,8 +47,9 @@ def qwen_positions(
         rows, cols = axis_positions(h, centred, device), axis_positions(w, centred, device)
         grid = torch.meshgrid(frame, rows, cols, indexing="ij")
         blocks.append(torch.stack(grid, dim=-1).reshape(-1, 3))
-    extent = max(max(h // 2, w // 2) if centred else max(h, w) for _, h, w in shapes)
-    text = torch.arange(extent, extent + text_len, dtype=torch.float32, device=device)
+    extents = [max(h // 2, w // 2) if centred else max(h, w) for _, h, w in shapes]
+    start = extents[-1] if text_after == "last" else max(extents)
+    text = torch.arange(start, start + text_len, dtype=torch.float32, device=device)
     return torch.cat(blocks), text.unsqueeze(-1).expand(text_len, 3)
 
 

@@ -24,7 +24,7 @@ from dype_rope.timestep import diffusion_time
 
 from ..base import spans_on
 from ..parallel import carry_parallel_hooks
-from ..qwen_image_embed import axis_positions, image_list
+from ..qwen_image_embed import image_list, qwen_positions
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,9 @@ class QwenShapes:
 
 
 def shape_positions(shapes, text_len: int, centred: bool, text_after: str, device) -> tuple[Tensor, Tensor]:
-    """float32 positions [N_img, 3] of every image token (image k from frame k, frame-major, rows then columns) and
-    [text_len, 3] of the text tokens, built on `device` from Python ints."""
-    blocks = []
-    for idx, (f, h, w) in enumerate(shapes):
-        frame = torch.arange(idx, idx + f, dtype=torch.float32, device=device)
-        rows, cols = axis_positions(h, centred, device), axis_positions(w, centred, device)
-        grid = torch.meshgrid(frame, rows, cols, indexing="ij")
-        blocks.append(torch.stack(grid, dim=-1).reshape(-1, 3))
-    extents = [max(h // 2, w // 2) if centred else max(h, w) for _, h, w in shapes]
-    start = extents[-1] if text_after == "last" else max(extents)
-    text = torch.arange(start, start + text_len, dtype=torch.float32, device=device)
-    return torch.cat(blocks), text.unsqueeze(-1).expand(text_len, 3)
+    """float32 positions [N_img, 3] of every image token and [text_len, 3] of the text: Qwen-Image's layout
+    (qwen_positions), the text after the image the row names."""
+    return qwen_positions(shapes, text_len, centred, device, text_after)
 
 
 class DyPEShapesEncoding(nn.Module):
