@@ -155,9 +155,9 @@ def _mechanism(mechanism) -> str:
 
 
 def readme_table() -> str:
-    """The markdown table of every family row, generated from the family table (README.md holds it between the
+    """The markdown table of the library's family rows, generated from the family table (README.md holds it between the
     `<!-- families:begin -->` / `<!-- families:end -->` markers)."""
-    from dype_rope.adapters.table import FAMILIES, REFUSED
+    from dype_rope.adapters.families import BUILTIN_FAMILIES as FAMILIES, BUILTIN_REFUSED as REFUSED
 
     lines = [
         "| family | model classes | RoPE module | mechanism | native grid | t |",
