@@ -93,3 +93,10 @@ def test_dype_rope_models_prints_the_report(capsys):
     assert "supported (" in out and "Flux3Transformer2DModel" in out and "OmniGenTransformer2DModel" in out
     assert main(["models", "--readme"]) == 0
     assert capsys.readouterr().out == coverage.readme_table()
+
+
+def test_ernie_image_is_a_row_of_the_angles_mechanism(report):
+    ernie = report["diffusers.models.transformers.transformer_ernie_image.ErnieImageTransformer2DModel"]
+    assert ernie["status"] == "supported" and "row 'ernie-image'" in ernie["detail"]
+    line = next(line for line in coverage.readme_table().splitlines() if line.startswith("| Ernie-Image |"))
+    assert "64 x 64 (1024 x 1024 px)" in line and "ids -> angles" in line and "`timestep / 1000`" in line
