@@ -1,6 +1,6 @@
 """Ernie-Image's own checks (the contract suite runs the rest on its row, tests/families/angles_ernie.py): YaRN's
-attention factor reaches the attention where cos and sin are formed, mixed-time batches get one plan per sample,
-the caption never sets the scale, the install checks refuse what they must, and enable() keeps the pipeline's
+attention factor reaches the attention where cos and sin are formed (per sample in a mixed-time batch:
+tests/test_hardening_edge_inputs.py), the caption never sets the scale, the install checks refuse what they must, and enable() keeps the pipeline's
 fixed shift."""
 
 from __future__ import annotations
@@ -66,24 +66,6 @@ def test_yarn_attention_factor_multiplies_cos_and_sin_where_the_attention_forms_
     torch.testing.assert_close(out, want, rtol=0, atol=2e-5)
     # the factor is not 1 here: an attention that dropped it would be this far off
     assert (without_factor - want).abs().max() > 1e-3
-
-
-def test_mixed_times_get_one_plan_per_sample():
-    model, times = ROW.build(), (0.2, 0.8)
-
-    def batch(ts):
-        x = ROW.inputs(ROW.above, 0.0, batch=len(ts))
-        x["timestep"] = 1000 * torch.tensor(ts)
-        x["hidden_states"] = ROW.inputs(ROW.above, 0.0)["hidden_states"].expand(len(ts), -1, -1, -1).clone()
-        x["text_bth"] = ROW.inputs(ROW.above, 0.0)["text_bth"].expand(len(ts), -1, -1).clone()
-        return x
-
-    with dype_rope.patch(model, base_grid=ROW.base):
-        batched = ROW.run(model, batch(times))
-        alone = [ROW.run(model, batch((t,))) for t in times]
-    assert not torch.allclose(alone[0], alone[1])
-    for i in range(len(times)):
-        torch.testing.assert_close(batched[i], alone[i][0], rtol=1e-5, atol=1e-5)
 
 
 def test_the_caption_never_sets_the_scale():

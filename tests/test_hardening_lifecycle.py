@@ -15,6 +15,7 @@ import torch
 import torch._dynamo.testing
 
 import dype_rope
+from families.angles_ernie import ERNIE_IMAGE
 from families.flux import FLUX, tiny_flux
 from families.qwen_image import QWEN_IMAGE, tiny_qwen_image
 from families.sd3 import SD3, tiny_sd3
@@ -29,6 +30,8 @@ FAMILIES = {
     "qwen-image": (tiny_qwen_image, lambda: QWEN_IMAGE.inputs((12, 16), 0.7), BASE),
     "wan": (tiny_wan, lambda: WAN.inputs((2, 12, 16), 0.7), BASE),
     "sd3": (tiny_sd3, lambda: SD3.inputs((12, 10), 0.7), BASE),  # within its stored 12 x 12 grid
+    # attention processors swapped besides the position module (the angles mechanism's attention factor)
+    "ernie-image": (ERNIE_IMAGE.build, lambda: ERNIE_IMAGE.inputs((12, 16), 0.7), BASE),
 }
 
 
