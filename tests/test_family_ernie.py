@@ -1,7 +1,7 @@
 """Ernie-Image's own checks (the contract suite runs the rest on its row, tests/families/angles_ernie.py): YaRN's
 attention factor reaches the attention where cos and sin are formed (per sample in a mixed-time batch:
-tests/test_hardening_edge_inputs.py), the caption never sets the scale, the install checks refuse what they must, and enable() keeps the pipeline's
-fixed shift."""
+tests/test_hardening_edge_inputs.py), the caption never sets the scale, the install checks refuse what they
+must, and enable() keeps the pipeline's fixed shift."""
 
 from __future__ import annotations
 
