@@ -79,11 +79,10 @@ class Angles:
         return "ids -> angles, mscale in the attention processor"
 
 
-def probe(module: nn.Module, axes_dims, theta: float) -> None:
-    """Call the stock module on a few positions: it must return the angles of plain RoPE in this layout."""
+def probe(module: nn.Module, axes_dims, theta: float, device: torch.device) -> None:
+    """Call the stock module on a few positions on the model's device: it must return the angles of plain RoPE
+    in this layout."""
     name = type(module).__name__
-    tensor = next(module.parameters(), None) if isinstance(module, nn.Module) else None
-    device = tensor.device if tensor is not None else torch.device("cpu")
     n = len(axes_dims)
     # distinct, non-trivial positions on every axis: a wrong theta, axis order or pair layout shows
     ids = torch.stack([torch.arange(4, dtype=torch.float32, device=device) * (a + 2) + 1 for a in range(n)], -1)
@@ -138,7 +137,8 @@ def install_angles(spec: Angles, adapter) -> None:
     if max(family.rescaled_axes) >= len(axes_dims):
         raise ValueError(f"{owner} has {len(axes_dims)} RoPE axes; the row rescales axes {family.rescaled_axes}")
     theta = float(original.theta)
-    probe(original, axes_dims, theta)
+    weight = next(model.parameters(), None)  # the module itself has none: the ids' device is the model's
+    probe(original, axes_dims, theta, weight.device if weight is not None else torch.device("cpu"))
     patch = int(getattr(model, spec.patch_attr))
     base_lens = adapter.axis_base_lens(len(axes_dims))
     time = family.time
