@@ -152,3 +152,18 @@ def test_enable_patches_the_transformer_and_keeps_the_pipelines_fixed_shift():
     with pytest.raises(ValueError, match="no resolution shift"):
         dype_rope.enable(pipe, 1536, 2048, shift="linear")
     assert not dype_rope.is_patched(pipe.transformer)
+
+
+def test_the_diffusers_and_comfyui_rows_agree_on_grid_axes_tokens_and_time():
+    """Both hosts' rows of Ernie-Image: the same native grid, rescaled id axes, pixels per token, and a time that
+    is the flow sigma (diffusers' timestep / 1000, ComfyUI's sigma as it is)."""
+    from dype_rope.adapters.comfyui.families import FAMILIES as COMFY
+    from dype_rope.adapters.table import FAMILIES as DIFFUSERS
+
+    mine = next(f for f in DIFFUSERS if f.name == "ernie-image")
+    comfy = next(f for f in COMFY if f.name == "ernie_image")
+    assert mine.base_grid == comfy.base_grid == (64, 64)
+    assert tuple(mine.rescaled_axes) == tuple(comfy.id_axes) == (1, 2)
+    assert mine.pixels_per_token == comfy.pixels_per_token == 16
+    assert (mine.time.argument, mine.time.divide_by, mine.time.reverse) == ("timestep", 1000.0, False)
+    assert comfy.time == "sigma"
