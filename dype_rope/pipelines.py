@@ -253,7 +253,8 @@ def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **
     mu = resolution_shift(shift, scheduler.config, tokens)
     handle = patch(transformer, **patch_kwargs)
     # a pipeline's own audio scheduler (LTX-2's condition, IC-LoRA and HDR pipelines) takes the video's mu there
-    schedulers = [scheduler] + [s for s in (getattr(pipe, "audio_scheduler", None),) if s is not None and s is not scheduler]
+    audio = getattr(pipe, "audio_scheduler", None)
+    schedulers = [scheduler] + ([audio] if audio is not None and audio is not scheduler else [])
     undos: list[Callable[[], None]] = []
 
     def undo() -> None:

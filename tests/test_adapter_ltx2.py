@@ -148,9 +148,8 @@ def _pipeline(cls_name, **components):
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     none = dict(vae=None, audio_vae=None, text_encoder=None, tokenizer=None, connectors=None, vocoder=None)
-    return getattr(diffusers, cls_name)(
-        scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER), transformer=tiny_ltx2(), **none, **components
-    )
+    stock = dict(scheduler=FlowMatchEulerDiscreteScheduler(**LTX_SCHEDULER), transformer=tiny_ltx2())
+    return getattr(diffusers, cls_name)(**{**none, **stock, **components})
 
 
 def _set_schedule(scheduler, mu):
@@ -205,3 +204,52 @@ def test_enable_leaves_the_dfr_pipelines_distilled_sigmas_alone():
     with dype_rope.enable(pipe, 192, 224, base_grid=(3, 4)) as handle:
         assert handle.mu is None and dype_rope.is_patched(pipe.transformer)
         assert "set_timesteps" not in vars(scheduler)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_ltx2_pipeline_samples_with_dype_and_comes_back_stock():
+    """LTX2Pipeline end to end (tiny connectors and transformer, no VAE: the latents are read after the last step):
+    above the base grid enable() changes the video latents, remove() gives the stock ones back bit for bit."""
+    from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors
+
+    torch.manual_seed(0)
+    connectors = LTX2TextConnectors(
+        caption_channels=8, text_proj_in_factor=2, video_connector_num_attention_heads=2,
+        video_connector_attention_head_dim=4, video_connector_num_layers=1,
+        video_connector_num_learnable_registers=None, audio_connector_num_attention_heads=2,
+        audio_connector_attention_head_dim=4, audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None,
+    ).eval()
+    # the pipeline's audio latents without an audio VAE: 8 channels x 64 / 4 mel bins = 128 features
+    transformer = tiny_ltx2(audio_in_channels=128, audio_out_channels=128)
+    pipe = _pipeline("LTX2Pipeline", connectors=connectors, transformer=transformer)
+    emb = torch.randn(1, 3, 8, 2, generator=torch.Generator().manual_seed(0))  # [B, S, caption, layers]
+
+    def run():
+        seen = {}
+
+        def last(pipe, i, t, kwargs):
+            if i == 1:
+                seen.update(kwargs)
+                raise _Stop  # the step is done; what follows decodes with the VAE
+            return {}
+
+        with pytest.raises(_Stop):
+            pipe(prompt_embeds=emb, prompt_attention_mask=torch.ones(1, 3), height=192, width=224, num_frames=9,
+                 num_inference_steps=2, guidance_scale=1.0, audio_guidance_scale=1.0, output_type="latent",
+                 generator=torch.Generator().manual_seed(3), callback_on_step_end=last,
+                 callback_on_step_end_tensor_inputs=["latents"])
+        return seen["latents"]
+
+    stock = run()
+    assert stock.shape[1] == 2 * 6 * 7  # 9 frames -> 2 latent frames; 192 x 224 px -> 6 x 7 tokens
+    original = transformer.rope
+    handle = dype_rope.enable(pipe, 192, 224, base_grid=(3, 4))
+    patched = run()
+    assert transformer.rope is not original and dype_rope.is_patched(transformer)
+    assert (patched - stock).abs().max() > 1e-3
+    handle.remove()
+    assert torch.equal(run(), stock)

@@ -173,7 +173,7 @@ def probe(module: nn.Module, rope: VideoRope) -> str:
     # float32 angles of up to (pi / 2) theta rad: a few units of their last place
     atol = 1e-5 + 8 * math.pi / 2 * rope.theta * 2.0**-24
     for layout in LAYOUTS:
-        want = (rope.tables([x.cos() for x in angles], 1.0, layout), rope.tables([x.sin() for x in angles], 0.0, layout))
+        want = tuple(rope.tables([f(x) for x in angles], fill, layout) for f, fill in ((torch.cos, 1), (torch.sin, 0)))
         if isinstance(out, tuple) and len(out) == 2 and all(o.shape == w.shape for o, w in zip(out, want)):
             if all(torch.allclose(o.double(), w, rtol=0, atol=atol) for o, w in zip(out, want)):
                 break
