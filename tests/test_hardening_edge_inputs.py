@@ -11,6 +11,7 @@ import dype_rope
 from dype_rope.adapters.base import image_spans
 from families.flux import FLUX, flux_img_ids, tiny_flux
 from families.hidream import HIDREAM, tiny_hidream
+from families.ltx2 import LTX2, tiny_ltx2
 from families.lumina2 import LUMINA2, tiny_lumina2
 from families.qwen_image import QWEN_IMAGE, tiny_qwen_image
 from families.row import encoding_calls
@@ -93,9 +94,10 @@ FAMILIES = {
     "qwen-image": (tiny_qwen_image, lambda h, w: QWEN_IMAGE.inputs((h, w), 1.0), "timestep", (0.2, 0.8)),
     "wan": (tiny_wan, lambda h, w: WAN.inputs((2, h, w), 1.0), "timestep", (200.0, 800.0)),
     "sd3": (tiny_sd3, lambda h, w: SD3.inputs((h, w), 1.0), "timestep", (200.0, 800.0)),
+    "ltx2": (tiny_ltx2, lambda h, w: LTX2.inputs((2, h, w), 1.0), "timestep", (200.0, 800.0)),
 }
 # families whose tables carry a batch dimension (the attribute of their position encoding): one plan per sample
-PER_SAMPLE = {"lumina2": "rope_embedder", "hidream": "pe_embedder", "wan": "rope", "sd3": "pos_embed"}
+PER_SAMPLE = {"lumina2": "rope_embedder", "hidream": "pe_embedder", "wan": "rope", "sd3": "pos_embed", "ltx2": "rope"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -146,7 +148,7 @@ def test_mixed_times_above_the_base_grid_get_one_plan_per_sample(family):
         assert len(mine) == len(theirs) and all(torch.equal(m, a) for m, a in zip(mine, theirs))
 
 
-@pytest.mark.parametrize("family", ["wan", "sd3"])
+@pytest.mark.parametrize("family", ["wan", "sd3", "ltx2"])
 def test_mixed_times_above_the_base_grid_compile_into_one_graph(family):
     # the times are never read on the host: one graph whatever they are, each sample at its own time
     build, inputs, key, times = FAMILIES[family]
