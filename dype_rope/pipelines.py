@@ -57,6 +57,12 @@ FRAME_COUNTED_SHIFT = {
     "diffusers.pipelines.ltx.pipeline_ltx.LTXPipeline",
     "diffusers.pipelines.ltx.pipeline_ltx_image2video.LTXImageToVideoPipeline",
     "diffusers.pipelines.ltx.pipeline_ltx_condition.LTXConditionPipeline",
+    # LTX-2: calculate_shift(latents.shape[1]) on the packed video latents, frames included
+    "diffusers.pipelines.ltx2.pipeline_ltx2.LTX2Pipeline",
+    "diffusers.pipelines.ltx2.pipeline_ltx2_image2video.LTX2ImageToVideoPipeline",
+    "diffusers.pipelines.ltx2.pipeline_ltx2_condition.LTX2ConditionPipeline",
+    "diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora.LTX2InContextPipeline",
+    "diffusers.pipelines.ltx2.pipeline_ltx2_hdr_lora.LTX2HDRPipeline",
 }
 
 
@@ -144,21 +150,33 @@ def _check_scheduler(scheduler: Any) -> None:
         raise TypeError(f"{type(scheduler).__name__} has no diffusers config to set use_dynamic_shifting on")
 
 
+class _PinnedSetTimesteps:
+    """A scheduler instance's set_timesteps with mu pinned. A deepcopy of the scheduler (the LTX-2 pipelines copy
+    theirs for the audio latents) gets one that sets the copy's schedule: a plain closure would be shared by the
+    copy (deepcopy keeps functions as they are) and set the original's schedule instead, leaving the copy's unset."""
+
+    def __init__(self, scheduler: Any, mu: float) -> None:
+        self.scheduler, self.mu = scheduler, mu
+        self.stock = scheduler.set_timesteps
+        self.signature = inspect.signature(self.stock)
+        functools.update_wrapper(self, self.stock)  # keeps the signature diffusers' retrieve_timesteps inspects
+
+    def __call__(self, *args, **kwargs):
+        bound = self.signature.bind(*args, **kwargs)
+        bound.arguments["mu"] = self.mu
+        return self.stock(*bound.args, **bound.kwargs)
+
+    def __deepcopy__(self, memo: dict) -> "_PinnedSetTimesteps":
+        # deepcopy records the scheduler's copy in memo before it copies the scheduler's attributes
+        return _PinnedSetTimesteps(memo.get(id(self.scheduler), self.scheduler), self.mu)
+
+
 def pin_shift(scheduler: Any, mu: float) -> Callable[[], None]:
     """Make `scheduler` shift every schedule it sets by `mu`; returns the function that undoes it."""
     _check_scheduler(scheduler)
-    stock = scheduler.set_timesteps
-    signature = inspect.signature(stock)
     config = scheduler._internal_dict
-
-    @functools.wraps(stock)  # keeps the signature diffusers' retrieve_timesteps inspects
-    def set_timesteps(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        bound.arguments["mu"] = mu
-        return stock(*bound.args, **bound.kwargs)
-
     scheduler.register_to_config(use_dynamic_shifting=True)
-    scheduler.set_timesteps = set_timesteps
+    scheduler.set_timesteps = _PinnedSetTimesteps(scheduler, mu)
 
     def undo() -> None:
         vars(scheduler).pop("set_timesteps", None)
@@ -234,9 +252,20 @@ def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **
         )
     mu = resolution_shift(shift, scheduler.config, tokens)
     handle = patch(transformer, **patch_kwargs)
+    # a pipeline's own audio scheduler (LTX-2's condition, IC-LoRA and HDR pipelines) takes the video's mu there
+    audio = getattr(pipe, "audio_scheduler", None)
+    schedulers = [scheduler] + ([audio] if audio is not None and audio is not scheduler else [])
+    undos: list[Callable[[], None]] = []
+
+    def undo() -> None:
+        for fn in reversed(undos):
+            fn()
+
     try:
-        undo = pin_shift(scheduler, mu)
+        for s in schedulers:
+            undos.append(pin_shift(s, mu))
     except BaseException:
+        undo()
         handle.remove()
         raise
     return PipelineHandle(handle, mu, tokens, undo)

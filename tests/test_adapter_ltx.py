@@ -124,16 +124,3 @@ def test_enable_on_the_ltx_pipeline_pins_its_shift_and_counts_its_32_px_tokens()
     handle.remove()
     assert not dype_rope.is_patched(pipe.transformer) and torch.equal(run(192, 224), above)
 
-
-def test_ltx_2_is_refused_with_the_reason():
-    from families.tiny import tiny
-
-    ltx2 = tiny(
-        "LTX2VideoTransformer3DModel",
-        dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
-             audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2, audio_attention_head_dim=4,
-             audio_cross_attention_dim=8, num_layers=1, caption_channels=8),
-    )
-    with pytest.raises(TypeError, match="LTX2AudioVideoRotaryPosEmbed .*no DyPE row yet"):
-        dype_rope.patch(ltx2)
-    assert not dype_rope.is_patched(ltx2)

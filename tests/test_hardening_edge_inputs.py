@@ -12,6 +12,7 @@ from dype_rope.adapters.base import image_spans
 from families.angles_ernie import ERNIE_IMAGE
 from families.flux import FLUX, flux_img_ids, tiny_flux
 from families.hidream import HIDREAM, tiny_hidream
+from families.ltx2 import LTX2, tiny_ltx2
 from families.lumina2 import LUMINA2, tiny_lumina2
 from families.qwen_image import QWEN_IMAGE, tiny_qwen_image
 from families.row import encoding_calls
@@ -95,9 +96,10 @@ FAMILIES = {
     "wan": (tiny_wan, lambda h, w: WAN.inputs((2, h, w), 1.0), "timestep", (200.0, 800.0)),
     "sd3": (tiny_sd3, lambda h, w: SD3.inputs((h, w), 1.0), "timestep", (200.0, 800.0)),
     "ernie-image": (ERNIE_IMAGE.build, lambda h, w: ERNIE_IMAGE.inputs((h, w), 1.0), "timestep", (200.0, 800.0)),
+    "ltx2": (tiny_ltx2, lambda h, w: LTX2.inputs((2, h, w), 1.0), "timestep", (200.0, 800.0)),
 }
 # families whose tables carry a batch dimension (the attribute of their position encoding): one plan per sample
-PER_SAMPLE = {"lumina2": "rope_embedder", "hidream": "pe_embedder", "wan": "rope", "sd3": "pos_embed"}
+PER_SAMPLE = {"lumina2": "rope_embedder", "hidream": "pe_embedder", "wan": "rope", "sd3": "pos_embed", "ltx2": "rope"}
 PER_SAMPLE["ernie-image"] = "pos_embed"  # angles [B, L, 1, D]; the attention factor per sample in the processor
 
 
@@ -149,7 +151,7 @@ def test_mixed_times_above_the_base_grid_get_one_plan_per_sample(family):
         assert len(mine) == len(theirs) and all(torch.equal(m, a) for m, a in zip(mine, theirs))
 
 
-@pytest.mark.parametrize("family", ["wan", "sd3", "ernie-image"])
+@pytest.mark.parametrize("family", ["wan", "sd3", "ernie-image", "ltx2"])
 def test_mixed_times_above_the_base_grid_compile_into_one_graph(family):
     # the times are never read on the host: one graph whatever they are, each sample at its own time
     build, inputs, key, times = FAMILIES[family]

@@ -17,6 +17,7 @@ import torch._dynamo.testing
 import dype_rope
 from families.angles_ernie import ERNIE_IMAGE
 from families.flux import FLUX, tiny_flux
+from families.ltx2 import LTX2, tiny_ltx2
 from families.qwen_image import QWEN_IMAGE, tiny_qwen_image
 from families.sd3 import SD3, tiny_sd3
 from families.video import WAN, tiny_wan
@@ -32,6 +33,7 @@ FAMILIES = {
     "sd3": (tiny_sd3, lambda: SD3.inputs((12, 10), 0.7), BASE),  # within its stored 12 x 12 grid
     # attention processors swapped besides the position module (the angles mechanism's attention factor)
     "ernie-image": (ERNIE_IMAGE.build, lambda: ERNIE_IMAGE.inputs((12, 16), 0.7), BASE),
+    "ltx2": (tiny_ltx2, lambda: LTX2.inputs((2, 6, 7), 0.7), (3, 4)),  # a swapped module with wrapper methods
 }
 
 

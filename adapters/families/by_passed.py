@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..mechanisms.axis_theta import AxisThetaGrid
 from ..mechanisms.ltx import CentredCoordinates
+from ..mechanisms.ltx2 import PixelMidpointCoordinates
 from ..mechanisms.passed import PassedAxisTables, PassedGridTables
 from dype_rope.pipelines import keep_scheduler_shift
 
@@ -201,9 +202,29 @@ register_family(
     )
 )
 
-refuse(
-    ("diffusers.models.transformers.transformer_ltx2.LTX2VideoTransformer3DModel",),
-    "LTX-2's LTX2AudioVideoRotaryPosEmbed (video positions as pixel patch midpoints normalised and centred, "
-    "'interleaved' or per-head 'split' tables, audio and cross-modal encodings beside it) has no DyPE row yet: "
-    "dype_rope does not patch it rather than rescale it unverified",
+register_family(
+    Family(
+        name="ltx2",
+        classes=("diffusers.models.transformers.transformer_ltx2.LTX2VideoTransformer3DModel",),
+        module="rope",  # the video self-attention's; audio_rope, cross_attn_rope, cross_attn_audio_rope stay stock
+        mechanism=PixelMidpointCoordinates(),
+        # 512 x 768 px at 32 px per token (VAE 32, patch 1): the default size of LTX2Pipeline,
+        # LTX2ImageToVideoPipeline, LTX2ConditionPipeline and LTX2InContextPipeline
+        base_grid=(16, 24),
+        pixels_per_token=32,
+        # the LTX-2 pipelines pass FlowMatchEulerDiscreteScheduler's timestep, sigma * 1000 (1000 = noise): [B] in
+        # LTX2Pipeline, per token ([B, S], conditioning, keyframe and reference tokens lower) in the others
+        time=Time(argument="timestep", divide_by=1000.0),
+        rescaled_axes=(1, 2),
+        title="LTX-2",
+        note="video RoPE on centred pixel midpoints, interleaved or per-head split tables per sample; rows and "
+        "columns rescaled, frames, audio and audio-video cross-attention RoPE plain",
+    )
+)
+
+# LTX-2's DFR passes set the scheduler to a given list of distilled sigmas (DISTILLED_SIGMA_VALUES, no mu): their
+# schedule does not depend on the video's size
+keep_scheduler_shift(
+    "diffusers.pipelines.ltx2.pipeline_ltx2_dfr.LTX2DFRPipeline",
+    "diffusers.pipelines.ltx2.pipeline_ltx2_dfr_temporal_refine.LTX2DFRTemporalRefinePipeline",
 )
