@@ -93,3 +93,11 @@ def test_dype_rope_models_prints_the_report(capsys):
     assert "supported (" in out and "Flux3Transformer2DModel" in out and "OmniGenTransformer2DModel" in out
     assert main(["models", "--readme"]) == 0
     assert capsys.readouterr().out == coverage.readme_table()
+
+
+def test_sana_wm_is_a_row_and_its_refiner_is_refused(report):
+    t = "diffusers.models.transformers."
+    stage1 = report[t + "transformer_sana_wm.SanaWMTransformer3DModel"]
+    assert stage1["status"] == "supported" and "row 'sana_wm'" in stage1["detail"]
+    refiner = report[t + "transformer_sana_wm_refiner.SanaWMLTX2RefinerTransformer3DModel"]
+    assert refiner["status"] == "refused" and "keys stored after RoPE" in refiner["detail"]
