@@ -101,3 +101,8 @@ def test_sana_wm_is_a_row_and_its_refiner_is_refused(report):
     assert stage1["status"] == "supported" and "row 'sana_wm'" in stage1["detail"]
     refiner = report[t + "transformer_sana_wm_refiner.SanaWMLTX2RefinerTransformer3DModel"]
     assert refiner["status"] == "refused" and "keys stored after RoPE" in refiner["detail"]
+
+
+def test_cosmos3_omni_is_a_row(report):
+    cosmos3 = report["diffusers.models.transformers.transformer_cosmos3.Cosmos3OmniTransformer"]
+    assert cosmos3["status"] == "supported" and "row 'cosmos3_omni'" in cosmos3["detail"]
