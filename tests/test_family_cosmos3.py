@@ -75,7 +75,9 @@ def test_enable_keeps_the_cosmos3_omni_pipelines_schedule():
     import diffusers
 
     def unipc():
-        return diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+        return diffusers.UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0
+        )
 
     cls = diffusers.Cosmos3OmniPipeline
     pipe = cls.__new__(cls)

@@ -70,6 +70,11 @@ def test_a_module_off_its_theta_or_with_conjugated_tables_is_refused():
     assert not dype_rope.is_patched(model)
 
 
+def test_a_model_built_without_rope_is_refused_with_a_message():
+    with pytest.raises(TypeError, match="has no RoPE module at 'rope'"):
+        dype_rope.patch(SANA_WM.build(use_pe=False))
+
+
 def test_mixed_time_batches_are_refused_above_the_base_grid_and_stock_below_it():
     """The tables carry no batch dimension ([1, 1, L, D/2]): one plan per call."""
     model = SANA_WM.build()

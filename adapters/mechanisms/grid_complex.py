@@ -72,6 +72,9 @@ class FrameTimedGrid:
         return self.grid.describe()
 
     def install(self, adapter) -> None:
+        model, name = adapter.model, adapter.family.module
+        if getattr(model, name, None) is None:
+            raise TypeError(f"{type(model).__name__} has no RoPE module at {name!r} (built without one?): nothing to patch")
         inner = self.grid.positions
 
         def positions(module, args: tuple, kwargs: dict) -> Tensor:
