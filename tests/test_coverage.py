@@ -100,3 +100,14 @@ def test_ernie_image_is_a_row_of_the_angles_mechanism(report):
     assert ernie["status"] == "supported" and "row 'ernie-image'" in ernie["detail"]
     line = next(line for line in coverage.readme_table().splitlines() if line.startswith("| Ernie-Image |"))
     assert "64 x 64 (1024 x 1024 px)" in line and "ids -> angles" in line and "`timestep / 1000`" in line
+def test_sana_wm_is_a_row_and_its_refiner_is_refused(report):
+    t = "diffusers.models.transformers."
+    stage1 = report[t + "transformer_sana_wm.SanaWMTransformer3DModel"]
+    assert stage1["status"] == "supported" and "row 'sana_wm'" in stage1["detail"]
+    refiner = report[t + "transformer_sana_wm_refiner.SanaWMLTX2RefinerTransformer3DModel"]
+    assert refiner["status"] == "refused" and "keys stored after RoPE" in refiner["detail"]
+
+
+def test_cosmos3_omni_is_a_row(report):
+    cosmos3 = report["diffusers.models.transformers.transformer_cosmos3.Cosmos3OmniTransformer"]
+    assert cosmos3["status"] == "supported" and "row 'cosmos3_omni'" in cosmos3["detail"]

@@ -25,3 +25,16 @@ refuse(
     (T + "transformer_rfd4_proteina.RFD4ProteinaTransformer",),
     "a protein-structure model: its positions are residues along a chain, not an image grid DyPE could rescale",
 )
+
+# SanaWMLTX2Refiner (SANA-WM stage 2, pipelines/sana_wm/refiner.py) refines block_size latent frames at a time against
+# a sliding-window KV cache: after a block's Euler steps it runs the model once more at timestep 0 with
+# kv_cache_mode="inject_and_capture_post_rope" and appends that block's keys, stored AFTER the RoPE rotation, to
+# the history that every later block's steps (sigma 0.909 .. 0.42) attend to with kv_cache_mode="inject".
+refuse(
+    (T + "transformer_sana_wm_refiner.SanaWMLTX2RefinerTransformer3DModel",),
+    "the Sana-WM refiner attends to a KV cache of keys stored after RoPE: SanaWMLTX2Refiner captures each refined "
+    "block's keys already rotated (kv_cache_mode='inject_and_capture_post_rope', at timestep 0) and every later "
+    "block's denoising steps attend to them. DyPE changes the rows' and columns' frequencies with the diffusion "
+    "time, so the active block's queries would turn by the step's frequencies while the cached keys keep the "
+    "rotation of t = 0: the relative positions between the block and its history would be wrong",
+)
