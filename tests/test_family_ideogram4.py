@@ -64,24 +64,28 @@ def test_a_mixed_time_batch_gets_one_plan_per_sample():
 
 
 def test_the_caption_never_sets_the_scale():
-    """A caption longer than the image (its positions 0 .. 39 on every axis) leaves the image's tables as they were
-    with a short one: only the generated image's tokens (indicator 2) count."""
+    """The conditional pass (a caption of 40 tokens at positions 0 .. 39 on every axis, before the image) gives the
+    image's tokens the tables of the unconditional, image-only pass (Ideogram4Pipeline's neg_position_ids, the
+    image slice of the same layout): only the generated image's tokens (indicator 2) set the scale."""
     from diffusers.pipelines.ideogram4.pipeline_ideogram4 import Ideogram4Pipeline
 
     model = tiny_ideogram4()
-    rows, cols = 5, 7
-    tables = []
+    rows, cols, text = 5, 7, 40
+    pos, seg, ind = Ideogram4Pipeline._prepare_ids([text], rows, cols, text, "cpu")
+    c = TINY_IDEOGRAM4
+
+    def inputs(sl):
+        n = pos[:, sl].shape[1]
+        return dict(
+            hidden_states=torch.randn(1, n, c["in_channels"]), timestep=torch.tensor([0.3]),
+            encoder_hidden_states=torch.randn(1, n, c["llm_features_dim"]), position_ids=pos[:, sl],
+            segment_ids=seg[:, sl], indicator=ind[:, sl], return_dict=False,
+        )
+
     with dype_rope.patch(model, base_grid=(3, 4)):
-        for text in (2, 40):
-            pos, seg, ind = Ideogram4Pipeline._prepare_ids([text], rows, cols, 40, "cpu")
-            n = pos.shape[1]
-            x = dict(
-                hidden_states=torch.randn(1, n, TINY_IDEOGRAM4["in_channels"]), timestep=torch.tensor([0.3]),
-                encoder_hidden_states=torch.randn(1, n, TINY_IDEOGRAM4["llm_features_dim"]), position_ids=pos,
-                segment_ids=seg, indicator=ind, return_dict=False,
-            )
-            tables.append(image_tables(model, x)[1][0, -rows * cols :])
-    assert torch.equal(tables[0], tables[1])
+        conditional = image_tables(model, inputs(slice(None)))[1][0, text:]
+        unconditional = image_tables(model, inputs(slice(text, None)))[1][0]
+    assert torch.equal(conditional, unconditional)
 
 
 def test_a_module_whose_base_is_not_the_configs_is_refused():
