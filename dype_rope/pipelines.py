@@ -50,6 +50,40 @@ def _fixed_shift(pipe: Any) -> bool:
     return any(f"{c.__module__}.{c.__qualname__}" in FIXED_SHIFT_PIPELINES for c in type(pipe).__mro__)
 
 
+# Pipelines that run a second transformer on the same image grid (Ideogram 4's unconditional_transformer for
+# classifier-free guidance): pipeline class ("package.module.Class") -> its attribute names. enable() patches
+# each with the same settings; handle.remove() restores them all.
+SECOND_TRANSFORMERS: dict[str, tuple[str, ...]] = {}
+
+
+def patch_also(pipeline_class: str, *attributes: str) -> None:
+    """Declare that enable() patches `pipe.<attribute>` too for pipelines of `pipeline_class` (qualified name)."""
+    if not (isinstance(pipeline_class, str) and "." in pipeline_class):
+        raise TypeError(f"pipelines are declared by qualified name 'package.module.Class', got {pipeline_class!r}")
+    SECOND_TRANSFORMERS[pipeline_class] = tuple(attributes)
+
+
+def _patch_others(pipe: Any, patch_kwargs: dict) -> Callable[[], None]:
+    """Patch the pipeline's declared second transformers; returns the function that removes those patches."""
+    names = [a for c in type(pipe).__mro__ for a in SECOND_TRANSFORMERS.get(f"{c.__module__}.{c.__qualname__}", ())]
+    handles = []
+    try:
+        for name in dict.fromkeys(names):
+            model = getattr(pipe, name, None)
+            if model is not None:
+                handles.append(patch(model, **patch_kwargs))
+    except BaseException:
+        for h in reversed(handles):
+            h.remove()
+        raise
+
+    def undo() -> None:
+        for h in reversed(handles):
+            h.remove()
+
+    return undo
+
+
 # Pipelines whose resolution shift counts the video's tokens, frames included (calculate_shift on
 # latent_num_frames * latent_height * latent_width): enable() knows no frame count, so the "linear" policy, which
 # extrapolates that line from image tokens, would give a wrong mu there.
@@ -243,7 +277,13 @@ def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **
                 f"{type(pipe).__name__} has no resolution shift to set (its schedule does not depend on the image size); "
                 f"leave shift at its default instead of {shift!r}"
             )
-        return PipelineHandle(patch(transformer, **patch_kwargs), None, tokens, lambda: None)
+        handle = patch(transformer, **patch_kwargs)
+        try:
+            undo_others = _patch_others(pipe, patch_kwargs)
+        except BaseException:
+            handle.remove()
+            raise
+        return PipelineHandle(handle, None, tokens, undo_others)
     _check_scheduler(scheduler)
     if shift == "linear" and frame_counted(pipe):
         raise ValueError(
@@ -257,11 +297,12 @@ def enable(pipe: Any, height: int, width: int, shift: str | float = "pinned", **
     schedulers = [scheduler] + ([audio] if audio is not None and audio is not scheduler else [])
     undos: list[Callable[[], None]] = []
 
-    def undo() -> None:
+    def undo() -> None:  # the shifts, then the other transformers; the transformer's patch is the handle's own
         for fn in reversed(undos):
             fn()
 
     try:
+        undos.append(_patch_others(pipe, patch_kwargs))
         for s in schedulers:
             undos.append(pin_shift(s, mu))
     except BaseException:

@@ -75,13 +75,6 @@ REFUSED: dict[str, str] = {
         "would rotate the image's queries by each step's tables against prefix keys on the first step's, which is "
         "not DyPE"
     ),
-    # _backbone calls comfy.text_encoders.llama.precompute_freqs_cis, imported into ideogram4.model
-    "comfy.ldm.ideogram4.model.Ideogram4Transformer2DModel": (
-        "Ideogram 4 builds its multimodal RoPE tables inside _backbone with the module-level function "
-        "precompute_freqs_cis of comfy.text_encoders.llama (shared with ComfyUI's Llama / Qwen text encoders): "
-        "there is no module, method or option between its position ids and its tables to replace, and DyPE does "
-        "not rebind a module's global for every model in the process"
-    ),
     "comfy.ldm.pixart.pixartms.PixArtMS": "PixArt: " + _ABSOLUTE,
     "comfy.ldm.modules.diffusionmodules.mmdit.OpenAISignatureMMDITWrapper": "SD3 / SD3.5: " + _ABSOLUTE,
     "comfy.ldm.ace.model.ACEStepTransformer2DModel": "ACE-Step: " + _AUDIO,
