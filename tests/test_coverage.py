@@ -93,3 +93,11 @@ def test_dype_rope_models_prints_the_report(capsys):
     assert "supported (" in out and "Flux3Transformer2DModel" in out and "OmniGenTransformer2DModel" in out
     assert main(["models", "--readme"]) == 0
     assert capsys.readouterr().out == coverage.readme_table()
+
+
+def test_anyflow_is_supported_and_minimax_h3_refused(report):
+    t = "diffusers.models.transformers."
+    anyflow = report[t + "transformer_anyflow.AnyFlowTransformer3DModel"]
+    assert anyflow["status"] == "supported" and "row 'anyflow'" in anyflow["detail"]
+    h3 = report[t + "transformer_minimax_h3.MiniMaxH3Transformer3DModel"]
+    assert h3["status"] == "refused" and "aspect-normalised grid of fixed area" in h3["detail"]

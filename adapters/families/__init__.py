@@ -2,6 +2,7 @@
 registers them."""
 
 from . import by_grid, by_ids, by_passed, by_rest  # noqa: F401  (each module registers its rows)
+from . import by_anyflow  # noqa: F401
 from ..table import FAMILIES, REFUSED
 
 # The library's own rows and refusals, as they stand once these modules are imported: the README's table

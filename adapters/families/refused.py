@@ -25,3 +25,10 @@ refuse(
     (T + "transformer_rfd4_proteina.RFD4ProteinaTransformer",),
     "a protein-structure model: its positions are residues along a chain, not an image grid DyPE could rescale",
 )
+refuse(
+    (T + "transformer_minimax_h3.MiniMaxH3Transformer3DModel",),
+    "MiniMax-H3's (t, h, w) positions put every frame on an aspect-normalised grid of fixed area: its pipeline "
+    "(modular_pipelines/minimax_h3, _spatial_position_grid) spans each spatial axis over 32 x size / sqrt(rows x "
+    "columns) positions (a square canvas covers [0, 32) at any size), so a larger video only samples the same range "
+    "more densely; no position leaves the trained range, so there is no extrapolation for DyPE to take over",
+)

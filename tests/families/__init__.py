@@ -15,11 +15,13 @@ from .sd3 import SD3
 from .table_grid import ROWS as GRID_ROWS
 from .table_ids import ROWS as IDS_ROWS
 from .table_passed import ROWS as PASSED_ROWS
+from .table_anyflow import ROWS as ANYFLOW_ROWS
 from .video import HUNYUAN_VIDEO, WAN
 from .zimage import ZIMAGE
 
 FAMILIES = (
     FLUX, CHROMA, FLUX2, QWEN_IMAGE, SD3, LUMINA2, ZIMAGE, HIDREAM, COGVIEW4, WAN, HUNYUAN_VIDEO, EMBEDND, CUSTOM,
     *IDS_ROWS, *GRID_ROWS, *PASSED_ROWS, *CONTROLNET_ROWS,
+    *ANYFLOW_ROWS,
 )
 FUSED_FAMILIES = tuple(row for row in FAMILIES if row.fused is not None)

@@ -1,0 +1,82 @@
+"""AnyFlow (diffusers' transformer_anyflow.py) on the grid mechanism: a Wan 2.1 backbone whose RoPE module builds
+complex tables for the frames x rows x columns grid the model hands it as `layout_cfg`.
+
+AnyFlowRotaryPosEmbed splits the head as Wan does (rows and columns 2 * (D // 6) channels each, frames the rest),
+takes float64 angles of arange positions from the precomputed table of rope_max_seq_len, and returns one complex
+table [1, 1, L, D/2] as {"query": t, "key": t}. The model's latent is [B, F, C, H, W] (frames before channels)
+and AnyFlowPipeline passes the flow-map timesteps per frame, [B, F] in 0 .. 1000 (scheduler sigma x 1000), with
+conditioning frames at 0: the generated frames' time is the largest of the call (the grid mechanism's amax).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dype_rope.pipelines import keep_scheduler_shift
+
+from ..mechanisms.grid import Grid, device_of, grid_positions
+from ..mechanisms.grid_complex import ComplexQueryKey
+from ..table import Family, Time, register_family
+
+DIFFUSERS = "diffusers.models.transformers"
+
+
+def anyflow_split(module: nn.Module) -> tuple[int, int, int]:
+    """Channels of (frames, rows, columns), as AnyFlowRotaryPosEmbed._build_freqs splits the head."""
+    d = module.attention_head_dim
+    return d - 4 * (d // 6), 2 * (d // 6), 2 * (d // 6)
+
+
+def _layout(args: tuple, kwargs: dict) -> dict:
+    return kwargs["layout_cfg"] if "layout_cfg" in kwargs else args[0]
+
+
+def _device(args: tuple, kwargs: dict):
+    return kwargs["device"] if "device" in kwargs else args[1]
+
+
+def layout_positions(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """arange positions of the layout's frames x rows x columns, frames-major, as the module lays out its tables."""
+    cfg = _layout(args, kwargs)
+    return grid_positions((cfg["total_frames"], *cfg["full_frame_shape"]), _device(args, kwargs))
+
+
+def frames_first_tokens(model: nn.Module, module: nn.Module, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """Tokens of a [B, F, C, H, W] latent as the forward counts them: every frame (total_frames = F) and the
+    latent's height and width over the patch."""
+    if len(shape) != 5:
+        raise ValueError(f"AnyFlow's latent is [B, F, C, H, W], got a tensor of shape {tuple(shape)}")
+    patch = model.config.patch_size
+    return shape[1], shape[3] // patch[1], shape[4] // patch[2]
+
+
+# AnyFlowPipeline's default 480 x 832 px (the Wan 2.1 T2V checkpoints' size), VAE 8 x patch 2 = 30 x 52 tokens.
+register_family(
+    Family(
+        name="anyflow",
+        classes=(f"{DIFFUSERS}.transformer_anyflow.AnyFlowTransformer3DModel",),
+        module="rope",
+        mechanism=Grid(
+            stock=f"{DIFFUSERS}.transformer_anyflow.AnyFlowRotaryPosEmbed",
+            axes_dims=anyflow_split,
+            theta=lambda m: m.theta,
+            positions=layout_positions,
+            tokens=frames_first_tokens,
+            probe=lambda m: ((), dict(
+                layout_cfg={"total_frames": 3, "full_frame_shape": (4, 5)}, device=device_of(m),
+            )),
+            format=ComplexQueryKey(),
+        ),
+        base_grid=(30, 52),
+        pixels_per_token=16,
+        time=Time("timestep", divide_by=1000.0),
+        rescaled_axes=(1, 2),
+        temporal_axis=0,
+        title="AnyFlow",
+        note="Wan 2.1 backbone, complex RoPE tables; per-frame timesteps take the generated frames' (largest) time",
+    )
+)
+
+# FlowMapEulerDiscreteScheduler: a fixed `shift` from its config, set_timesteps takes no mu.
+keep_scheduler_shift("diffusers.pipelines.anyflow.pipeline_anyflow.AnyFlowPipeline")
