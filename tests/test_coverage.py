@@ -95,9 +95,11 @@ def test_dype_rope_models_prints_the_report(capsys):
     assert capsys.readouterr().out == coverage.readme_table()
 
 
-def test_anyflow_is_supported_and_minimax_h3_refused(report):
+def test_anyflow_and_anyflow_far_are_supported_and_minimax_h3_refused(report):
     t = "diffusers.models.transformers."
     anyflow = report[t + "transformer_anyflow.AnyFlowTransformer3DModel"]
     assert anyflow["status"] == "supported" and "row 'anyflow'" in anyflow["detail"]
+    far = report[t + "transformer_anyflow_far.AnyFlowFARTransformer3DModel"]
+    assert far["status"] == "supported" and "row 'anyflow_far'" in far["detail"]
     h3 = report[t + "transformer_minimax_h3.MiniMaxH3Transformer3DModel"]
     assert h3["status"] == "refused" and "aspect-normalised grid of fixed area" in h3["detail"]

@@ -1,6 +1,7 @@
-"""What AnyFlow's row (adapters/families/by_anyflow.py) does beyond the contract (tests/test_contract.py): its
+"""What the AnyFlow rows (adapters/families/by_anyflow.py) do beyond the contract (tests/test_contract.py): the
 complex tables against a hand-built reference, a module off its declared theta refused, mixed-time batches,
-conditioning frames at timestep 0, and dype_rope.enable() on AnyFlowPipeline."""
+conditioning frames at timestep 0, FAR's KV-cache prefill and compressed windows, dype_rope.enable() on both
+pipelines; and why MiniMax-H3 is refused."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 import dype_rope
-from families.anyflow import ANYFLOW, FLOW_MAP, TINY_ANYFLOW, anyflow_inputs
+from families.anyflow import ANYFLOW, ANYFLOW_FAR, FLOW_MAP, TINY_ANYFLOW, TINY_FAR, anyflow_inputs, far_inputs
 from families.row import complex_pairs, encoding_calls
 from families.tiny import tiny
 from families.video import video_positions
@@ -73,7 +74,8 @@ def test_conditioning_frames_at_zero_leave_the_generated_frames_time():
     torch.testing.assert_close(got[0], torch.stack(want, -1), rtol=0, atol=1e-12)
 
 
-def test_enable_keeps_the_flow_map_schedule():
+@pytest.mark.parametrize("cls_name, row", [("AnyFlowPipeline", ANYFLOW), ("AnyFlowFARPipeline", ANYFLOW_FAR)])
+def test_enable_keeps_the_flow_map_schedule(cls_name, row):
     """FlowMapEulerDiscreteScheduler applies a fixed shift (no mu): enable() patches the transformer only."""
     import diffusers
 
@@ -81,13 +83,13 @@ def test_enable_keeps_the_flow_map_schedule():
         scheduler.set_timesteps(6)
         return scheduler.timesteps.clone(), scheduler.sigmas.clone()
 
-    cls = diffusers.AnyFlowPipeline
+    cls = getattr(diffusers, cls_name)
     parts = {n: None for n in inspect.signature(cls.__init__).parameters if n != "self"}
-    parts.update(transformer=ANYFLOW.build(), scheduler=diffusers.FlowMapEulerDiscreteScheduler(**FLOW_MAP))
+    parts.update(transformer=row.build(), scheduler=diffusers.FlowMapEulerDiscreteScheduler(**FLOW_MAP))
     pipe = cls(**parts)
     want = schedule(diffusers.FlowMapEulerDiscreteScheduler(**FLOW_MAP))
     handle = dype_rope.enable(pipe, 960, 1664)
-    assert handle.mu is None and handle.transformer.adapter.name == "anyflow"
+    assert handle.mu is None and handle.transformer.adapter.name == row.adapter
     assert handle.transformer.base_grid == (30, 52)
     assert all(torch.equal(g, w) for g, w in zip(schedule(pipe.scheduler), want))
     handle.remove()
@@ -108,5 +110,43 @@ def test_minimax_h3_is_refused_because_its_positions_span_a_fixed_area():
         rope_freq_dim=2,
     ))
     with pytest.raises(Exception, match="aspect-normalised grid of fixed area"):
+        dype_rope.patch(model)
+    assert not dype_rope.is_patched(model)
+
+
+def test_far_prefill_at_timestep_zero_writes_the_stock_cache_above_the_base_grid():
+    """AnyFlowFARPipeline writes each finished chunk's KV cache in a call at timestep 0, where every DyPE schedule is
+    the stock RoPE; the cache holds keys before RoPE (the attention rotates cached and new keys together with the
+    step's tables). So the cache a patched model writes is the stock one bit for bit, and the steps that read it
+    apply their own tables to it (the contract checks those tables over the cached tokens)."""
+    import copy
+
+    def prefill(model):
+        x = far_inputs((2, 8, 10))
+        part = x["chunk_partition"][:2]  # the first two chunks, finished: 3 frames
+        latent = torch.randn(1, sum(part), 4, 16, 20, generator=torch.Generator().manual_seed(5))
+        flag = {"num_cached_chunks": 1, "is_cache_step": True}
+        cache = copy.deepcopy(x["kv_cache"])
+        zeros = torch.zeros(1, sum(part), dtype=torch.float64)
+        mask = model.build_attention_mask(chunk_partition=part, height=16, width=20, device=latent.device, mode="cache")
+        with torch.no_grad():
+            model(hidden_states=latent, timestep=zeros, r_timestep=zeros, encoder_hidden_states=x["encoder_hidden_states"],
+                  chunk_partition=part, attention_mask=mask, kv_cache=cache, kv_cache_flag=flag, return_dict=False)
+        return cache
+
+    model = ANYFLOW_FAR.build()
+    stock = prefill(model)
+    with dype_rope.patch(model, base_grid=(4, 6)):
+        patched = prefill(model)
+        step = ANYFLOW_FAR.run(model, ANYFLOW_FAR.inputs((2, 8, 10), 0.8))
+    assert all(torch.equal(stock[0][k], patched[0][k]) for k in stock[0])
+    assert not torch.equal(ANYFLOW_FAR.run(model, ANYFLOW_FAR.inputs((2, 8, 10), 0.8)), step)  # the step itself moves
+
+
+def test_far_compressed_windows_whose_pool_is_not_a_centre_are_refused():
+    """With 8 x 8 full-resolution tokens per compressed token the stock average pool flips the sign of the pairs
+    whose 8 omega / 2 > pi: those tokens are not RoPE at the windows' centres, and the probe refuses the row."""
+    model = tiny("AnyFlowFARTransformer3DModel", TINY_FAR, compressed_patch_size=(1, 16, 16))
+    with pytest.raises(TypeError, match="does not return plain RoPE"):
         dype_rope.patch(model)
     assert not dype_rope.is_patched(model)

@@ -78,5 +78,70 @@ register_family(
     )
 )
 
-# FlowMapEulerDiscreteScheduler: a fixed `shift` from its config, set_timesteps takes no mu.
-keep_scheduler_shift("diffusers.pipelines.anyflow.pipeline_anyflow.AnyFlowPipeline")
+
+# -- AnyFlow FAR: the causal variant, whose module also lays out the compressed context frames ---------------------
+
+
+def centres(n: int, k: int, start: int = 0, device=None) -> Tensor:
+    """Positions of n windows of k consecutive positions from `start`, each at its centre: the stock module's
+    complex average pool of a window's e^(i p omega), renormalised, is e^(i centre omega) for every pair with
+    k omega / 2 < pi (its largest omega is 1, so k < 2 pi); the probe checks the module's real compressed sizes."""
+    return (torch.arange(n, device=device, dtype=torch.float32) + start) * k + (k - 1) / 2
+
+
+def far_positions(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
+    """The tokens of one call in the module's order: the compressed context frames (the first
+    num_compressed_frames of the timeline, on the compressed grid, each token at the centre of the full-resolution
+    window it pools), then the full-resolution frames after them; twice when clean_hidden_states is passed (the
+    training rollout's clean copy of the full frames)."""
+    bound = dict(zip(("far_cfg", "device", "clean_hidden_states"), args), **kwargs)
+    cfg, device = bound["far_cfg"], bound["device"]
+    total, compressed = cfg["total_frames"], cfg["num_compressed_frames"]
+    down = [c // p for c, p in zip(module.compressed_patch_size, module.patch_size)]
+    sizes = (compressed, *cfg["compressed_frame_shape"])
+    pooled = grid_positions(sizes, device, [centres(n, k, device=device) for n, k in zip(sizes, down)])
+    full = grid_positions((total - compressed, *cfg["full_frame_shape"]), device, (
+        torch.arange(compressed, total, device=device, dtype=torch.float32),
+    ))
+    clean = [full] if bound.get("clean_hidden_states") is not None else []
+    return torch.cat([pooled, full, *clean])
+
+
+# AnyFlowFARPipeline's default 480 x 832 px, VAE 8 x patch 2 = 30 x 52 tokens, as AnyFlow's. Frames keep their
+# RoPE: a call's latent holds one chunk while the module's frames run over the whole chunk_partition so far.
+register_family(
+    Family(
+        name="anyflow_far",
+        classes=(f"{DIFFUSERS}.transformer_anyflow_far.AnyFlowFARTransformer3DModel",),
+        module="rope",
+        mechanism=Grid(
+            stock=f"{DIFFUSERS}.transformer_anyflow_far.AnyFlowCausalRotaryPosEmbed",
+            axes_dims=anyflow_split,
+            theta=lambda m: m.theta,
+            positions=far_positions,
+            tokens=frames_first_tokens,
+            probe=lambda m: ((), dict(
+                far_cfg={
+                    "total_frames": 4, "num_compressed_frames": 2, "full_frame_shape": (4, 6),
+                    "compressed_frame_shape": (3, 5),  # distinct sizes: a swapped axis shows
+                },
+                clean_hidden_states=torch.zeros(()),  # only its presence counts: the full frames come twice
+                device=device_of(m),
+            )),
+            format=ComplexQueryKey(),
+        ),
+        base_grid=(30, 52),
+        pixels_per_token=16,
+        time=Time("timestep", divide_by=1000.0),
+        rescaled_axes=(1, 2),
+        title="AnyFlow FAR",
+        note="causal chunks; its KV cache holds keys before RoPE and is written at timestep 0, so every step's "
+        "tables apply to the cached context too",
+    )
+)
+
+keep_scheduler_shift(
+    # FlowMapEulerDiscreteScheduler: a fixed `shift` from its config, set_timesteps takes no mu.
+    "diffusers.pipelines.anyflow.pipeline_anyflow.AnyFlowPipeline",
+    "diffusers.pipelines.anyflow.pipeline_anyflow_far.AnyFlowFARPipeline",
+)

@@ -90,3 +90,70 @@ def _row(name: str, context: int) -> PerFrameFamily:
 ANYFLOW = _row("anyflow", context=0)
 # video-to-video: the first latent frame is the conditioning video, at timestep 0
 ANYFLOW_V2V = _row("anyflow_v2v", context=1)
+
+
+# -- AnyFlow FAR ----------------------------------------------------------------------------------------------------
+
+# Chunks of 1, 2, 2 latent frames with at most 2 at full resolution: the third chunk's step sees the first chunk
+# compressed (compressed_patch_size 4 x 4 = 2 x 2 full-resolution tokens per token).
+TINY_FAR = dict(TINY_ANYFLOW, compressed_patch_size=(1, 4, 4), full_chunk_limit=2, chunk_partition=(1, 2, 2))
+FAR_CHUNKS = (1, 2, 2)
+HEADS, HEAD_DIM = TINY_ANYFLOW["num_attention_heads"], TINY_ANYFLOW["attention_head_dim"]
+
+
+def far_inputs(grid, batch=1, cond=None, seed=1):
+    """A denoising step of the last chunk as AnyFlowFARPipeline runs it: the chunk's latent [B, F, C, H, W], the
+    KV cache the earlier chunks' prefill wrote (keys before RoPE and values; random here), its flags."""
+    g = torch.Generator().manual_seed(seed)
+    f, h, w = grid
+    assert f == FAR_CHUNKS[-1]
+    full, compressed = FAR_CHUNKS[1] * h * w, FAR_CHUNKS[0] * (h // 2) * (w // 2)
+    cache = {0: {
+        "full_cache": torch.randn(2, batch, HEADS, full, HEAD_DIM, generator=g),
+        "compressed_cache": torch.randn(2, batch, HEADS, compressed, HEAD_DIM, generator=g),
+    }}
+    return dict(
+        hidden_states=torch.randn(batch, f, 4, 2 * h, 2 * w, generator=g),
+        encoder_hidden_states=torch.randn(batch, TEXT, 16, generator=g),
+        chunk_partition=list(FAR_CHUNKS),
+        kv_cache=cache,
+        kv_cache_flag={"num_cached_chunks": len(FAR_CHUNKS) - 1, "is_cache_step": False},
+        return_dict=False,
+    )
+
+
+def far_positions(grid, cond, calls):
+    """By hand: frame 0 compressed, its tokens at the centres (2 i + 1/2, 2 j + 1/2) of the 2 x 2 windows they
+    pool, then frames 1 .. 4 at full resolution."""
+    f, h, w = grid
+    pooled = video_positions(1, h // 2, w // 2)
+    pooled[:, 1:] = 2 * pooled[:, 1:] + 0.5
+    full = video_positions(sum(FAR_CHUNKS) - 1, h, w)
+    full[:, 0] += 1
+    return [torch.cat([pooled, full])]
+
+
+ANYFLOW_FAR = PerFrameFamily(
+    name="anyflow_far",
+    adapter="anyflow_far",
+    build=lambda seed=0, **o: tiny("AnyFlowFARTransformer3DModel", TINY_FAR, seed, **o),
+    make_inputs=far_inputs,
+    time_arg="timestep",
+    pipeline_time=lambda ts: ts,
+    encoding="rope",
+    layout=RopeLayout(
+        axes=(6, 6, 6),
+        theta=10000.0,
+        tables=lambda out: [complex_pairs(out["key"])],  # the keys': the model cuts the queries to the chunk
+        positions=far_positions,
+        dtype=torch.complex128,
+        tol=1e-12,
+    ),
+    base=(4, 6),
+    below=(((2, 4, 6), (4, 6)), ((2, 2, 4), (4, 6))),
+    above=(2, 8, 10),
+    default_base=(30, 52),
+    samplers=(Sampler("flow-map-euler", flow_map_steps),),
+    output=lambda out: out[0],
+    lead=(2,),
+)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .anyflow import ANYFLOW, ANYFLOW_V2V
+from .anyflow import ANYFLOW, ANYFLOW_FAR, ANYFLOW_V2V
 
-ROWS: tuple = (ANYFLOW, ANYFLOW_V2V)
+ROWS: tuple = (ANYFLOW, ANYFLOW_V2V, ANYFLOW_FAR)
