@@ -150,3 +150,79 @@ def test_far_compressed_windows_whose_pool_is_not_a_centre_are_refused():
     with pytest.raises(TypeError, match="does not return plain RoPE"):
         dype_rope.patch(model)
     assert not dype_rope.is_patched(model)
+
+
+def far_reference_positions(compressed: int, total: int, rows: int, cols: int, clean: bool = False):
+    """By hand: `compressed` frames on the half-size grid at their 2 x 2 windows' centres, then the frames up to
+    `total` at full resolution (twice for a training rollout with its clean copy)."""
+    pooled = video_positions(compressed, rows // 2, cols // 2)
+    pooled[:, 1:] = 2 * pooled[:, 1:] + 0.5
+    full = video_positions(total - compressed, rows, cols)
+    full[:, 0] += compressed
+    return torch.cat([pooled, full, *([full] if clean else [])])
+
+
+def test_far_every_chunk_of_a_generation_and_its_cache_follow_the_schedule():
+    """AnyFlowFARPipeline's loop on chunks (1, 2, 2), at most 2 at full resolution: a step of each chunk (its
+    tables over every key: compressed and full cached context, then the chunk), each prefill in between at
+    timestep 0 (plain RoPE). Dy-PI with kappa = t pins the step's time; 8 x 10 tokens against a 4 x 6 base."""
+    import copy
+
+    model, (rows, cols), t = ANYFLOW_FAR.build(), (8, 10), 0.625
+    x = far_inputs((2, rows, cols))
+    cache = {0: {k: torch.zeros_like(v) for k, v in x["kv_cache"][0].items()}}
+    g = torch.Generator().manual_seed(3)
+    chunks, flag, done = list(x["chunk_partition"]), {"num_cached_chunks": 0, "is_cache_step": False}, 0
+    # per chunk: (compressed frames, total frames) of the step's keys, from full_chunk_limit 2
+    expected = [(0, 1), (0, 3), (1, 5)]
+    schedule = dict(method="pi", lambda_s=1.0, lambda_t=1.0)
+    with dype_rope.patch(model, base_grid=(4, 6), **schedule):
+        for c, n in enumerate(chunks):
+            latent = torch.randn(1, n, 4, 2 * rows, 2 * cols, generator=g)
+            ts = torch.full((1, n), 1000 * t, dtype=torch.float64)
+            step = dict(hidden_states=latent, timestep=ts, r_timestep=0.5 * ts, chunk_partition=chunks[: c + 1],
+                        encoder_hidden_states=x["encoder_hidden_states"], kv_cache=cache,
+                        kv_cache_flag=copy.deepcopy(flag), return_dict=False)
+            calls = encoding_calls(model, "rope", lambda: ANYFLOW_FAR.run(model, step))
+            positions = far_reference_positions(*expected[c], rows, cols)
+            want = rope_pairs(positions, (6, 6, 6), 10000.0, (1.0, 2.0, 10 / 6), t, (1.0, 4.0, 6.0),
+                              method="pi", lambdas=(1.0, 1.0))
+            torch.testing.assert_close(complex_pairs(calls[0][1]["key"]), torch.stack(want, -1), rtol=0, atol=1e-12)
+            done += n
+            if c + 1 < len(chunks):  # the pipeline's prefill of the finished chunks
+                part, zeros = chunks[: c + 1], torch.zeros(1, done, dtype=torch.float64)
+                flag["is_cache_step"] = True
+                mask = model.build_attention_mask(chunk_partition=part, height=2 * rows, width=2 * cols,
+                                                  device=latent.device, mode="cache")
+                prefill = dict(hidden_states=torch.randn(1, done, 4, 2 * rows, 2 * cols, generator=g),
+                               timestep=zeros, r_timestep=zeros, encoder_hidden_states=x["encoder_hidden_states"],
+                               chunk_partition=part, attention_mask=mask, kv_cache=cache,
+                               kv_cache_flag=copy.deepcopy(flag), return_dict=False)
+                with torch.no_grad():
+                    calls = encoding_calls(model, "rope", lambda: model(**prefill))
+                compressed = sum(part[:-1])  # the prefill keeps full_chunk_limit - 1 chunks at full resolution
+                plain = rope_pairs(far_reference_positions(compressed, done, rows, cols), (6, 6, 6), 10000.0,
+                                   (1.0, 1.0, 1.0), 0.0, (1.0, 1.0, 1.0))
+                torch.testing.assert_close(complex_pairs(calls[0][1]["key"]), torch.stack(plain, -1), rtol=0, atol=1e-12)
+                flag["num_cached_chunks"] += 1
+                flag["is_cache_step"] = False
+
+
+def test_far_training_rollout_with_clean_frames_follows_the_schedule():
+    """The rollout without a cache (`clean_hidden_states`: the clean copy of the full frames after them)."""
+    model, (rows, cols), t = ANYFLOW_FAR.build(), (8, 10), 0.625
+    g = torch.Generator().manual_seed(4)
+    frames = sum(TINY_FAR["chunk_partition"])
+    ts = torch.full((1, frames), 1000 * t, dtype=torch.float64)
+    x = dict(hidden_states=torch.randn(1, frames, 4, 2 * rows, 2 * cols, generator=g), timestep=ts, r_timestep=0.5 * ts,
+             clean_hidden_states=torch.randn(1, frames - 1, 4, 2 * rows, 2 * cols, generator=g),
+             clean_timestep=torch.zeros(1, frames - 1, dtype=torch.float64),
+             encoder_hidden_states=torch.randn(1, 5, 16, generator=g), chunk_partition=list(TINY_FAR["chunk_partition"]),
+             return_dict=False)
+    schedule = dict(method="pi", lambda_s=1.0, lambda_t=1.0)
+    with dype_rope.patch(model, base_grid=(4, 6), **schedule), torch.no_grad():
+        calls = encoding_calls(model, "rope", lambda: model(**x))
+    # 3 chunks, at most 2 at full resolution: the first chunk's frame compressed
+    want = rope_pairs(far_reference_positions(1, frames, rows, cols, clean=True), (6, 6, 6), 10000.0,
+                      (1.0, 2.0, 10 / 6), t, (1.0, 4.0, 6.0), method="pi", lambdas=(1.0, 1.0))
+    torch.testing.assert_close(complex_pairs(calls[0][1]["key"]), torch.stack(want, -1), rtol=0, atol=1e-12)
