@@ -1,7 +1,7 @@
 """What the AnyFlow rows (adapters/families/by_anyflow.py) do beyond the contract (tests/test_contract.py): the
 complex tables against a hand-built reference, a module off its declared theta refused, mixed-time batches,
-conditioning frames at timestep 0, FAR's KV-cache prefill and compressed windows, dype_rope.enable() on both
-pipelines; and why MiniMax-H3 is refused."""
+conditioning frames at timestep 0, FAR's KV-cache prefill and compressed windows, whole chunked generations, dype_rope.enable() on both
+pipelines."""
 
 from __future__ import annotations
 
@@ -94,24 +94,6 @@ def test_enable_keeps_the_flow_map_schedule(cls_name, row):
     assert all(torch.equal(g, w) for g, w in zip(schedule(pipe.scheduler), want))
     handle.remove()
     assert not dype_rope.is_patched(pipe.transformer) and "set_timesteps" not in vars(pipe.scheduler)
-
-
-def test_minimax_h3_is_refused_because_its_positions_span_a_fixed_area():
-    """The reason is checked against its pipeline's own grid: at 2x the rows and columns a square canvas still
-    spans [0, 32) on both axes, only twice as densely."""
-    from diffusers.modular_pipelines.minimax_h3.before_denoise import _frame_position_grid
-
-    small, _ = _frame_position_grid(32, 32, 2, 2)
-    large, _ = _frame_position_grid(64, 64, 2, 2)
-    assert small.min() == large.min() == 0 and small.max() < 32 and large.max() < 32 and len(large) == 4 * len(small)
-    model = tiny("MiniMaxH3Transformer3DModel", dict(
-        num_attention_heads=2, attention_head_dim=16, hidden_size=32, num_layers=1, num_refiner_layers=1, ffn_dim=32,
-        in_channels=4, audio_in_channels=4, text_dim=16, freq_dim=16, time_embed_hidden_dim=16, time_embed_dim=16,
-        rope_freq_dim=2,
-    ))
-    with pytest.raises(Exception, match="aspect-normalised grid of fixed area"):
-        dype_rope.patch(model)
-    assert not dype_rope.is_patched(model)
 
 
 def test_far_prefill_at_timestep_zero_writes_the_stock_cache_above_the_base_grid():
