@@ -1,5 +1,6 @@
-"""AnyFlow (diffusers' transformer_anyflow.py) on the grid mechanism: a Wan 2.1 backbone whose RoPE module builds
-complex tables for the frames x rows x columns grid the model hands it as `layout_cfg`.
+"""AnyFlow and AnyFlow FAR (diffusers' transformer_anyflow.py, transformer_anyflow_far.py) on the grid mechanism: a
+Wan 2.1 backbone whose RoPE module builds complex tables for the frames x rows x columns grid the model hands it as
+`layout_cfg` (FAR: `far_cfg`, with compressed context frames in front).
 
 AnyFlowRotaryPosEmbed splits the head as Wan does (rows and columns 2 * (D // 6) channels each, frames the rest),
 takes float64 angles of arange positions from the precomputed table of rope_max_seq_len, and returns one complex
@@ -28,18 +29,16 @@ def anyflow_split(module: nn.Module) -> tuple[int, int, int]:
     return d - 4 * (d // 6), 2 * (d // 6), 2 * (d // 6)
 
 
-def _layout(args: tuple, kwargs: dict) -> dict:
-    return kwargs["layout_cfg"] if "layout_cfg" in kwargs else args[0]
-
-
-def _device(args: tuple, kwargs: dict):
-    return kwargs["device"] if "device" in kwargs else args[1]
+def bound(names: tuple[str, ...], args: tuple, kwargs: dict) -> dict:
+    """A call's arguments by name (the modules' forward signatures, in order)."""
+    return dict(zip(names, args), **kwargs)
 
 
 def layout_positions(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
     """arange positions of the layout's frames x rows x columns, frames-major, as the module lays out its tables."""
-    cfg = _layout(args, kwargs)
-    return grid_positions((cfg["total_frames"], *cfg["full_frame_shape"]), _device(args, kwargs))
+    call = bound(("layout_cfg", "device"), args, kwargs)
+    cfg = call["layout_cfg"]
+    return grid_positions((cfg["total_frames"], *cfg["full_frame_shape"]), call["device"])
 
 
 def frames_first_tokens(model: nn.Module, module: nn.Module, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -94,8 +93,8 @@ def far_positions(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
     num_compressed_frames of the timeline, on the compressed grid, each token at the centre of the full-resolution
     window it pools), then the full-resolution frames after them; twice when clean_hidden_states is passed (the
     training rollout's clean copy of the full frames)."""
-    bound = dict(zip(("far_cfg", "device", "clean_hidden_states"), args), **kwargs)
-    cfg, device = bound["far_cfg"], bound["device"]
+    call = bound(("far_cfg", "device", "clean_hidden_states"), args, kwargs)
+    cfg, device = call["far_cfg"], call["device"]
     total, compressed = cfg["total_frames"], cfg["num_compressed_frames"]
     down = [c // p for c, p in zip(module.compressed_patch_size, module.patch_size)]
     sizes = (compressed, *cfg["compressed_frame_shape"])
@@ -103,7 +102,7 @@ def far_positions(module: nn.Module, args: tuple, kwargs: dict) -> Tensor:
     full = grid_positions((total - compressed, *cfg["full_frame_shape"]), device, (
         torch.arange(compressed, total, device=device, dtype=torch.float32),
     ))
-    clean = [full] if bound.get("clean_hidden_states") is not None else []
+    clean = [full] if call.get("clean_hidden_states") is not None else []
     return torch.cat([pooled, full, *clean])
 
 
