@@ -111,3 +111,11 @@ def test_sana_wm_is_a_row_and_its_refiner_is_refused(report):
 def test_cosmos3_omni_is_a_row(report):
     cosmos3 = report["diffusers.models.transformers.transformer_cosmos3.Cosmos3OmniTransformer"]
     assert cosmos3["status"] == "supported" and "row 'cosmos3_omni'" in cosmos3["detail"]
+def test_anyflow_and_anyflow_far_are_supported_and_minimax_h3_refused(report):
+    t = "diffusers.models.transformers."
+    anyflow = report[t + "transformer_anyflow.AnyFlowTransformer3DModel"]
+    assert anyflow["status"] == "supported" and "row 'anyflow'" in anyflow["detail"]
+    far = report[t + "transformer_anyflow_far.AnyFlowFARTransformer3DModel"]
+    assert far["status"] == "supported" and "row 'anyflow_far'" in far["detail"]
+    h3 = report[t + "transformer_minimax_h3.MiniMaxH3Transformer3DModel"]
+    assert h3["status"] == "refused" and "aspect-normalised grid of fixed area" in h3["detail"]

@@ -38,3 +38,10 @@ refuse(
     "time, so the active block's queries would turn by the step's frequencies while the cached keys keep the "
     "rotation of t = 0: the relative positions between the block and its history would be wrong",
 )
+refuse(
+    (T + "transformer_minimax_h3.MiniMaxH3Transformer3DModel",),
+    "MiniMax-H3's (t, h, w) positions put every frame on an aspect-normalised grid of fixed area: its pipeline "
+    "(modular_pipelines/minimax_h3, _spatial_position_grid) spans each spatial axis over 32 x size / sqrt(rows x "
+    "columns) positions (a square canvas covers [0, 32) at any size), so a larger video only samples the same range "
+    "more densely; no position leaves the trained range, so there is no extrapolation for DyPE to take over",
+)

@@ -3,8 +3,10 @@ latent frame apart.
 
 Some grid-built RoPE modules keep their frequencies complex: `freqs_cis` [..., L, D/2], one complex number
 e^(i angle) per pair, which the attention multiplies into q and k viewed as complex. :class:`Complex` is that
-output format: DyPE's (m cos, m sin) become m e^(i angle) in the stock complex dtype, and every pair DyPE leaves
-untouched keeps the stock number (torch.where on the device, complex tensors included).
+output format (Sana-WM): DyPE's (m cos, m sin) become m e^(i angle) in the stock complex dtype, so a table of
+modulus m carries YaRN's attention factor, and every pair DyPE leaves untouched keeps the stock number
+(torch.where on the device, complex tensors included). :class:`ComplexQueryKey` is the same table handed to the
+attention as {"query": table, "key": table} (AnyFlow; complex128, complex64 where the device has no float64).
 
 :class:`FrameTimedGrid` wraps a :class:`~adapters.mechanisms.grid.Grid` for models whose timestep carries a
 frame axis besides the batch ([B, 1, T]: one noise level per latent frame, the conditioning frame at 0): the
@@ -54,6 +56,36 @@ class Complex(_Merging):
         if not torch.allclose(got, want, atol=1e-5, rtol=1e-5):
             return False, f"got a table of shape {tuple(stock.shape)} that differs from the declared one"
         return True, ""
+
+
+
+@dataclass(frozen=True)
+class ComplexQueryKey:
+    """{"query": table, "key": table}: one :class:`Complex` table, token-major, without a batch dimension."""
+
+    def describe(self) -> str:
+        return "complex e^(i angle) per pair, query / key dict"
+
+    @staticmethod
+    def _table(stock: Any) -> Tensor:
+        if not (isinstance(stock, dict) and set(stock) == {"query", "key"}):
+            raise ValueError(f"the stock output is not a {{'query', 'key'}} dict but {type(stock).__name__}")
+        if stock["query"] is not stock["key"]:
+            # two different tables would need two merges; the modules this format describes return one
+            raise ValueError("the stock output's query and key tables are not the same tensor")
+        return stock["query"]
+
+    def merge(self, stock: Any, cos: Tensor, sin: Tensor, untouched: Tensor) -> dict:
+        """The stock tables with DyPE's numbers on every pair not `untouched` ([D/2] bool)."""
+        merged = Complex().merge(self._table(stock), cos, sin, untouched)
+        return {"query": merged, "key": merged}
+
+    def matches(self, stock: Any, cos: Tensor, sin: Tensor) -> tuple[bool, str]:
+        try:
+            table = self._table(stock)
+        except ValueError as err:  # wrong structure: not this format
+            return False, str(err)
+        return Complex().matches(table, cos, sin)
 
 
 # (args, kwargs) of a model call -> why it cannot be patched (a precomputed table it was handed), or None

@@ -12,6 +12,7 @@ from .hidream import HIDREAM
 from .lumina2 import LUMINA2
 from .qwen_image import QWEN_IMAGE
 from .sd3 import SD3
+from .table_anyflow import ROWS as ANYFLOW_ROWS
 from .table_grid import ROWS as GRID_ROWS
 from .table_ids import ROWS as IDS_ROWS
 from .table_mrope import ROWS as MROPE_ROWS
@@ -22,6 +23,6 @@ from .zimage import ZIMAGE
 
 FAMILIES = (
     FLUX, CHROMA, FLUX2, QWEN_IMAGE, SD3, LUMINA2, ZIMAGE, HIDREAM, COGVIEW4, WAN, HUNYUAN_VIDEO, EMBEDND, CUSTOM,
-    *IDS_ROWS, *GRID_ROWS, *PASSED_ROWS, *CONTROLNET_ROWS, *MROPE_ROWS, *SECTIONS_ROWS,
+    *IDS_ROWS, *GRID_ROWS, *PASSED_ROWS, *CONTROLNET_ROWS, *MROPE_ROWS, *SECTIONS_ROWS, *ANYFLOW_ROWS,
 )
 FUSED_FAMILIES = tuple(row for row in FAMILIES if row.fused is not None)
