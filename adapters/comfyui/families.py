@@ -8,10 +8,13 @@ pads its latent before patchifying. Video families keep their frame axis (axis 0
 
 Most embedders map ids to EmbedND's rotation matrices; a row says so by default, and otherwise names its kind:
 a `layout` (the same numbers arranged differently, formats.py), a `grid` reader (tables built from the grid's
-shape, grid.py) or a `method` reader (tables built in a model method from component grid sizes, components.py).
+shape, grid.py) or a `method` reader (tables built in a model method: from component grid sizes, components.py;
+from LTX's pixel coordinates, ltx.py; from CogVideoX's grid size, cogvideox.py).
 Several rows may share a class (HunyuanVideo's class also runs HunyuanImage 2.1): `n_axes` (the embedder's axis
 count) or `when` (a model attribute) says which row a model is. `time` says how the sampler's sigma gives DyPE's
-t (1 = noise): the sigma itself for flow matching, sigma / (sigma + 1) for Cosmos' rectified flow.
+t (1 = noise): the sigma itself for flow matching, sigma / (sigma + 1) for Cosmos' rectified flow, and for a
+discrete DDPM model (CogVideoX) the model's own timestep over 1000. `refusal` refuses a model of a row's class by
+its configuration (CogVideoX 2B has no RoPE).
 """
 
 from __future__ import annotations

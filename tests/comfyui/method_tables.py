@@ -24,7 +24,7 @@ def _stock_method(tiny):
 
 
 def _times(tiny, call):
-    """DyPE's t of every sample of a model call: the flow sigma (LTX), or the model's own timestep / 1000 (CogVideoX)."""
+    """DyPE's t of every sample of a call: the flow sigma (LTX), or the model's own timestep / 1000 (CogVideoX)."""
     if tiny.row.time == "timestep":
         sampling = tiny.patcher.get_model_object("model_sampling")
         return (sampling.timestep(call["sigma"]).double() / 1000).tolist()
@@ -36,7 +36,7 @@ def ltx(tiny, calls, rows, cols, base):
     flat pair pad + 3 k + a. DyPE acts on its standard form (theta' = theta^(n / (n - 1)), pair j = n - 1 - k,
     positions p = (pi / 2) theta (2u - 1)), YaRN's base length the base grid in units of p."""
     config = tiny.row.unet_config
-    heads, dim = config["num_attention_heads"], config["num_attention_heads"] * config["attention_head_dim"]
+    dim = config["num_attention_heads"] * config["attention_head_dim"]
     n, middle = dim // 6, config.get("use_middle_indices_grid", False)
     pad = dim // 2 - 3 * n
     theta_std, reach = LTX_THETA ** (n / (n - 1)), math.pi / 2 * LTX_THETA
@@ -99,7 +99,8 @@ def cogvideox(tiny, calls, rows, cols, base):
         for args, kwargs, (_, (cos, sin)) in zip(call["args"], call["kwargs"], call["tables"]):
             h, w, t = args[:3]
             stock_cos, stock_sin = original(*args, **kwargs)
-            pos = torch.cartesian_prod(*(torch.arange(n, dtype=torch.float64) * s for n, s in ((t, 1), (h, step), (w, step))))
+            pos = torch.cartesian_prod(*(torch.arange(n, dtype=torch.float64) * s
+                                         for n, s in ((t, 1.0), (h, step), (w, step))))
             want_cos, want_sin = rope_pairs(pos, axes, 10000.0, scales, times[0], base_lens)
             for got, stock, want in ((cos, stock_cos, want_cos), (sin, stock_sin, want_sin)):
                 assert torch.equal(got[:, ~moved], stock[:, ~moved])

@@ -54,7 +54,10 @@ def test_ltx_plans_each_sample_of_a_mixed_time_batch_at_its_own_sigma(comfy, nam
     def call(sigmas):
         t = torch.tensor(sigmas)
         b = len(sigmas)
-        extra = {"attention_mask": torch.ones(b, 7, dtype=torch.long)} if name == "ltxv" else {"latent_shapes": [x.shape]}
+        if name == "ltxv":
+            extra = {"attention_mask": torch.ones(b, 7, dtype=torch.long)}
+        else:  # LTX-2 takes [video, audio]: BaseModel unpacks the latent into that list by its shapes
+            extra = {"latent_shapes": [x.shape]}
         with torch.no_grad():
             model.apply_model(x.expand(b, -1, -1, -1, -1), t, c_crossattn=context.expand(b, -1, -1),
                               transformer_options={"sigmas": t}, frame_rate=25, **extra)

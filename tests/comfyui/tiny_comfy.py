@@ -233,8 +233,8 @@ _LTXAV = dict(image_model="ltxav", in_channels=128, audio_in_channels=128, cross
 # CogVideoX with RoPE (5B-class: model_detection sets use_rotary_positional_embeddings when the checkpoint has no
 # pos_embedding), scaled down: heads of 32 give the (8, 12, 12) split of _get_rotary_emb. 1.0: Conv2d patches,
 # positions index x 1.875; 1.5: patch_size_t 2, integer positions
-_COGVIDEOX = dict(image_model="cogvideox", num_attention_heads=2, attention_head_dim=32, in_channels=16, out_channels=16,
-                  time_embed_dim=32, text_embed_dim=32, num_layers=1, use_rotary_positional_embeddings=True,
+_COGVIDEOX = dict(image_model="cogvideox", num_attention_heads=2, attention_head_dim=32, in_channels=16,
+                  out_channels=16, time_embed_dim=32, text_embed_dim=32, num_layers=1, use_rotary_positional_embeddings=True,
                   use_learned_positional_embeddings=False)
 _COGVIDEOX15 = dict(_COGVIDEOX, patch_size_t=2)
 
