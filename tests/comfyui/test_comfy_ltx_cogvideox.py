@@ -198,3 +198,26 @@ def test_base_resolution_zero_is_the_rows_native_grid(comfy, name, grid):
     _, dype, _, _ = _node(name, base_resolution=0)
     (wrapper,) = dype.wrappers[APPLY_MODEL][DYPE_KEY]
     assert wrapper.__self__.base_grid == grid
+
+
+def test_ltx_guide_tokens_never_change_the_video_tables(comfy):
+    """LTXV's guides (LTXVAddGuide: keyframe tokens appended after the video's, with pixel coordinates of their own,
+    here a 2x-dilated guide reaching twice the video's extent) are embedded in the same call as the video: the
+    video tokens' tables are those of the call without them, since the scale comes from the latent's shape."""
+    from comfy.ldm.lightricks.symmetric_patchifier import latent_to_pixel_coords
+
+    dm = tiny_comfy.make_model("ltxv").diffusion_model
+    handle = dype_rope.patch(dm, base_grid=BASE)
+    try:
+        method, adapter = vars(dm)["_prepare_positional_embeddings"], handle.adapter
+        video = latent_to_pixel_coords(dm.patchifier.get_latent_coords(2, 16, 12, 1, "cpu"), dm.vae_scale_factors)
+        guide = latent_to_pixel_coords(dm.patchifier.get_latent_coords(1, 16, 12, 1, "cpu"), dm.vae_scale_factors)
+        guide = guide * torch.tensor([0, 2, 2]).view(1, 3, 1, 1) + torch.tensor([40, 0, 0]).view(1, 3, 1, 1)
+        call = adapter.start_call(torch.zeros(1, 128, 2, 16, 12), torch.tensor([0.8]), {})
+        alone, _ = adapter.state.run(call, method, video, 25, torch.float32)
+        both, _ = adapter.state.run(call, method, torch.cat([video, guide], dim=2), 25, torch.float32)
+        stock, _ = method.original(video, 25, torch.float32)
+    finally:
+        handle.remove()
+    assert not torch.equal(alone, stock)  # above the base grid: rescaled
+    assert torch.equal(both[:, : alone.shape[1]], alone)
