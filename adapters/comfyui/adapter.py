@@ -29,9 +29,16 @@ from .call import CallState, ComfyCall
 from .embed import DyPEComfyEmbed
 from .families import FAMILIES, TIMES, ComfyFamily
 from .formats import LAYOUTS
-from .components import READERS as METHOD_READERS
+from .components import READERS as COMPONENT_READERS
 from .components import DyPEComponentsEmbed
+from . import cogvideox, ltx
 from .grid import READERS, DyPEGridEmbed
+
+# a method row's reader ((axis channels, theta) from the model) and, where it is not JoyImage's component method,
+# the factory of its replacement: (original method, adapter, call state, name) -> a callable
+METHOD_READERS = {**COMPONENT_READERS, **ltx.READERS, **cogvideox.READERS}
+METHOD_REPLACEMENTS = {**ltx.REPLACEMENTS, **cogvideox.REPLACEMENTS}
+METHOD_KINDS = (DyPEComponentsEmbed, ltx.DyPELtxEmbed, cogvideox.DyPECogVideoXEmbed)
 
 
 def patch_size_hw(diffusion_model: nn.Module, attr: "str | ComfyFamily" = "patch_size") -> tuple[int, int]:
@@ -114,7 +121,10 @@ class ComfyAdapter(Adapter):
 
     # -- the call --------------------------------------------------------------------------------------------
     def start_call(self, x: Tensor, sigma: Any, transformer_options: dict | None, latent_shapes=None) -> ComfyCall:
-        """The call of a latent x [B, C, (T,) H, W] at `sigma` (a tensor [B] or a number, 1 = noise)."""
+        """The call of a latent x [B, C, (T,) H, W] at `sigma` (a tensor [B] or a number, 1 = noise; for a
+        "timestep" row the model's own timestep)."""
+        if isinstance(x, (list, tuple)):  # LTX-2's diffusion model takes [video, audio]: the video sets the grid
+            x = x[0]
         shape = tuple(latent_shapes[0]) if latent_shapes else tuple(x.shape)
         rows, cols = (math.ceil(s / p) for s, p in zip(shape[-2:], self.patch_hw))
         extents = self._own_extents(rows, cols, *shape[-2:])
@@ -172,7 +182,7 @@ class ComfyAdapter(Adapter):
                 module = None
         if isinstance(module, DyPEComfyEmbed):
             raise RuntimeError(f"{type(self.model).__name__}.{path} is already a DyPE embedding")
-        if isinstance(module, (DyPEGridEmbed, DyPEComponentsEmbed)):
+        if isinstance(module, (DyPEGridEmbed, *METHOD_KINDS)):
             raise RuntimeError(f"{type(self.model).__name__}.{path} is already a DyPE embedding")
         if self.family.method is not None:
             module = module if module is not None else getattr(self.model, path, None)
@@ -194,6 +204,9 @@ class ComfyAdapter(Adapter):
         if self.family.grid is not None:
             return {path: DyPEGridEmbed(original, self.state, self.build_plan, f"{what}.{path}")
                     for path, original in self.stock.items()}
+        if self.family.method in METHOD_REPLACEMENTS:
+            make = METHOD_REPLACEMENTS[self.family.method]
+            return {path: make(original, self, self.state, f"{what}.{path}") for path, original in self.stock.items()}
         if self.family.method is not None:
             return {path: DyPEComponentsEmbed(original, self.state, self.build_plan, f"{what}.{path}")
                     for path, original in self.stock.items()}
@@ -222,6 +235,8 @@ class ComfyAdapter(Adapter):
             x = args[0] if args else kwargs.get("x")
             options = kwargs.get("transformer_options") or {}
             sigma = options.get("sigmas")
+            if self.family.time == "timestep":  # the diffusion model's own timestep argument (CogVideoX)
+                sigma = args[1] if len(args) > 1 else kwargs.get("timestep")
             state.call = self.start_call(x, sigma, options, kwargs.get("latent_shapes"))
 
         def post(module, args, kwargs, output):
@@ -235,7 +250,11 @@ class ComfyAdapter(Adapter):
     def apply_model_wrapper(self, executor, x, t, *args, **kwargs):
         """ComfyUI `apply_model` wrapper: x is the noisy latent, t the sampler's sigma tensor [B]."""
         options = args[3] if len(args) > 3 else kwargs.get("transformer_options")
-        call = self.start_call(x, t, options, kwargs.get("latent_shapes"))
+        time = t
+        if self.family.time == "timestep":
+            # the timestep the diffusion model is about to get (BaseModel._apply_model), on the device, no sync
+            time = executor.class_obj.model_sampling.timestep(t).float()
+        call = self.start_call(x, time, options, kwargs.get("latent_shapes"))
         return self.state.run(call, executor, x, t, *args, **kwargs)
 
 
@@ -280,6 +299,9 @@ def comfy_adapter_class(diffusion_model: nn.Module) -> type[ComfyAdapter]:
             continue
         if family.when is not None and getattr(diffusion_model, family.when[0], None) != family.when[1]:
             continue
+        why = family.refusal(diffusion_model) if family.refusal is not None else None
+        if why:
+            raise TypeError(f"DyPE refuses {qualified_name(type(diffusion_model))}: {why}")
         return ADAPTERS[family.name]
     if rows:
         axes = _embedder_axes(diffusion_model, rows[0])

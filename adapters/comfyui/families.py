@@ -8,10 +8,13 @@ pads its latent before patchifying. Video families keep their frame axis (axis 0
 
 Most embedders map ids to EmbedND's rotation matrices; a row says so by default, and otherwise names its kind:
 a `layout` (the same numbers arranged differently, formats.py), a `grid` reader (tables built from the grid's
-shape, grid.py) or a `method` reader (tables built in a model method from component grid sizes, components.py).
+shape, grid.py) or a `method` reader (tables built in a model method: from component grid sizes, components.py;
+from LTX's pixel coordinates, ltx.py; from CogVideoX's grid size, cogvideox.py).
 Several rows may share a class (HunyuanVideo's class also runs HunyuanImage 2.1): `n_axes` (the embedder's axis
 count) or `when` (a model attribute) says which row a model is. `time` says how the sampler's sigma gives DyPE's
-t (1 = noise): the sigma itself for flow matching, sigma / (sigma + 1) for Cosmos' rectified flow.
+t (1 = noise): the sigma itself for flow matching, sigma / (sigma + 1) for Cosmos' rectified flow, and for a
+discrete DDPM model (CogVideoX) the model's own timestep over 1000. `refusal` refuses a model of a row's class by
+its configuration (CogVideoX 2B has no RoPE).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class ComfyFamily:
     time: str = "sigma"  # how the sampler's sigma gives DyPE's t (TIMES)
     sampling: str = "CONST"  # the model_sampling mix-in that time convention belongs to (the node checks it)
     note: str = ""
+    # why a model of this row's class cannot be patched, read from its configuration (None: it can)
+    refusal: Callable[[Any], str | None] | None = None
 
 
 # DyPE's t (1 = noise) from ComfyUI's sigma, on the device: plain flow matching (CONST: sigma is the flow
@@ -49,7 +54,22 @@ class ComfyFamily:
 TIMES: dict[str, Callable[[Any], Any]] = {
     "sigma": lambda sigma: sigma,
     "rflow": lambda sigma: sigma / (sigma + 1),
+    # discrete DDPM models (CogVideoX): the model's own timestep, model_sampling.timestep(sigma) in 0 .. 999 as
+    # BaseModel._apply_model passes it, over 1000 (the diffusers row's convention for the same model)
+    "timestep": lambda timestep: timestep / 1000,
 }
+
+
+def _cogvideox_id_scale(model: Any, h: int, w: int) -> tuple[float, ...]:
+    from .cogvideox import cogvideox_id_scale
+
+    return cogvideox_id_scale(model, h, w)
+
+
+def _cogvideox_refusal(model: Any) -> str | None:
+    from .cogvideox import cogvideox_refusal
+
+    return cogvideox_refusal(model)
 
 
 def kandinsky5_id_scale(model: Any, h: int, w: int) -> tuple[float, ...]:
@@ -130,4 +150,24 @@ FAMILIES: tuple[ComfyFamily, ...] = (
     ComfyFamily("omnigen2", ("comfy.ldm.omnigen.omnigen2.OmniGen2Transformer2DModel",
                              "comfy.ldm.boogu.model.BooguTransformer2DModel"), ("rope_embedder.rope_embedder",),
                 (1, 2), (64, 64), note="OmniGen2 and Boogu (1024 px)"),
+    # LTXV and LTX-2 build their video tables in a model method from pixel coordinates (adapters/comfyui/ltx.py):
+    # (frame, row, col) coordinates, 32 px VAE tokens (patch 1). Native grid: 512 x 768 px, the default of
+    # ComfyUI's EmptyLTXVLatentVideo (and of diffusers' LTX2Pipeline); flow sigma. LTX-2's audio tables stay
+    ComfyFamily("ltxv", ("comfy.ldm.lightricks.model.LTXVModel",), ("_prepare_positional_embeddings",), (1, 2),
+                (16, 24), pixels_per_token=32, patch=1, method="ltx", note="LTXV (512 x 768 px)"),
+    ComfyFamily("ltxav", ("comfy.ldm.lightricks.av_model.LTXAVModel",), ("_prepare_positional_embeddings",),
+                (1, 2), (16, 24), pixels_per_token=32, patch=1, method="ltxav", note="LTX-2 (512 x 768 px)"),
+    # CogVideoX builds (cos, sin) per axis in a model method from the token grid's size (adapters/comfyui/
+    # cogvideox.py); v-prediction DDPM: DyPE's t is the model's own timestep / 1000. CogVideoX 1.5 (patch_size_t
+    # set): its sample_height x sample_width default of 96 x 170 latent px (supported_models.CogVideoX_T2V),
+    # 768 x 1360 px; CogVideoX 1.0 (5B): the model's 60 x 90 default, 480 x 720 px, row / col positions
+    # index x spatial_interpolation_scale. 2B checkpoints (no RoPE) are refused by their configuration
+    ComfyFamily("cogvideox_15", ("comfy.ldm.cogvideo.model.CogVideoXTransformer3DModel",), ("_get_rotary_emb",),
+                (1, 2), (48, 85), when=("patch_size_t", 2), method="cogvideox", id_scale=_cogvideox_id_scale,
+                time="timestep", sampling="ModelSamplingDiscrete", refusal=_cogvideox_refusal,
+                note="CogVideoX 1.5 (768 x 1360 px)"),
+    ComfyFamily("cogvideox", ("comfy.ldm.cogvideo.model.CogVideoXTransformer3DModel",), ("_get_rotary_emb",),
+                (1, 2), (30, 45), when=("patch_size_t", None), method="cogvideox", id_scale=_cogvideox_id_scale,
+                time="timestep", sampling="ModelSamplingDiscrete", refusal=_cogvideox_refusal,
+                note="CogVideoX 1.0 5B (480 x 720 px); 2B refused (no RoPE)"),
 )

@@ -26,6 +26,8 @@ MODULATIONS = ("default", "multiply", "power")  # "default": the method's own (y
 LINE_TOKENS = (256.0, 4096.0)
 BASE_SHIFT, MAX_SHIFT = 0.5, 1.15
 MAX_PIXELS = 16384
+# what a row's model_sampling mix-in (families.ComfyFamily.sampling) is, for the node's message; others are flows
+SAMPLINGS = {"ModelSamplingDiscrete": "a discrete DDPM model_sampling (DyPE's t = the model's timestep / 1000)"}
 
 
 class NodeInputError(ValueError):
@@ -129,9 +131,10 @@ def check_model(model):
     if not any(cls.__name__ == adapter_cls.family.sampling for cls in type(sampling).__mro__):
         # DyPE reads the diffusion time (1 = noise) off sigma by the family's convention (families.TIMES), which
         # holds for the family's own model_sampling only
+        wanted = SAMPLINGS.get(adapter_cls.family.sampling, "a flow-matching model_sampling (sigma = diffusion time)")
         raise NodeInputError(
-            f"DyPE needs a flow-matching model_sampling (sigma = diffusion time), this model has "
-            f"{type(sampling).__name__}; remove the ModelSampling node that changed it"
+            f"DyPE needs {wanted}, this model has {type(sampling).__name__}; remove the ModelSampling node that "
+            "changed it"
         )
     return diffusion_model, adapter_cls, pixels_per_token(model, diffusion_model, adapter_cls)
 

@@ -14,11 +14,14 @@ from typing import Any
 from dype_rope.config import DyPEConfig
 
 from .adapter import comfy_adapter_class
+from .cogvideox import DyPECogVideoXEmbed
 from .components import DyPEComponentsEmbed
 from .embed import DyPEComfyEmbed
 from .grid import DyPEGridEmbed
+from .ltx import DyPELtxEmbed
 
-REPLACEMENTS = (DyPEComfyEmbed, DyPEGridEmbed, DyPEComponentsEmbed)  # what a DyPE node puts in place
+# what a DyPE node puts in place
+REPLACEMENTS = (DyPEComfyEmbed, DyPEGridEmbed, DyPEComponentsEmbed, DyPELtxEmbed, DyPECogVideoXEmbed)
 
 DYPE_KEY = "dype_rope"  # the key of DyPE's wrapper among the patcher's apply_model wrappers
 APPLY_MODEL = "apply_model"  # comfy.patcher_extension.WrappersMP.APPLY_MODEL

@@ -66,6 +66,26 @@ def grid_coordinates(grid, steps, dtype, device) -> list[Tensor]:
     return [m.reshape(-1) for m in mesh]
 
 
+def centred_pairs(u: Tensor, n: int, theta: float, scale: Tensor, t: Tensor, cfg, base_tokens: float,
+                  step_u: float) -> tuple[Tensor, Tensor, Tensor]:
+    """DyPE's pairs of one rescaled axis of LTX's centred RoPE, in the stock's pair order k = 0 .. n-1.
+
+    u: coordinates [B or 1, S] (in units of the base size, float64 where the device has it); scale: the axis'
+    size ratio [1]; t: DyPE's time [B or 1]; base_tokens: the base grid on this axis in tokens, step_u: one
+    token's step in u. Returns cos and sin [B, S, n] (mscale included) and which pairs DyPE moves [B, 1, n]
+    (its frequency or mscale not the plain one). The ComfyUI LTX rows use this function too: one copy of the
+    rewrite as standard RoPE (theta' = theta^(n / (n - 1)), pairs reversed, positions p = (pi / 2) theta (2u - 1))."""
+    theta_std = theta ** (n / (n - 1))
+    reach = math.pi / 2 * theta  # p = reach * (2u - 1)
+    base_len = base_tokens * step_u * 2 * reach  # the base grid in units of p
+    plan = build_plan((2 * n,), theta_std, scale, t, cfg, (base_len,))
+    plain = plain_plan((2 * n,), theta_std, u.device, u.dtype)
+    inv, ms = plan.inv_freq.flip(-1), plan.mscale.flip(-1)  # [B or 1, n], the stock's pair order
+    hit = (plan.inv_freq != plain.inv_freq) | (plan.mscale != 1)
+    angle = (reach * (2 * u - 1)).unsqueeze(-1) * inv.unsqueeze(1)  # [B, S, n]
+    return angle.cos() * ms.unsqueeze(1), angle.sin() * ms.unsqueeze(1), hit.flip(-1).unsqueeze(1)
+
+
 @dataclass(frozen=True)
 class CentredCoordinates:
     """LTXVideoRotaryPosEmbed at `Family.module`: forward(hidden_states, num_frames, height, width,
@@ -78,8 +98,6 @@ class CentredCoordinates:
             raise RuntimeError(f"{type(model).__name__}.{family.module} is missing or already a DyPE embedding")
         n, pad, theta, bases, patch = stock_layout(original)
         self._probe(original, n, pad, theta, bases, patch)
-        theta_std = theta ** (n / (n - 1))
-        reach = math.pi / 2 * theta  # p = reach * (2u - 1)
         ppt = float(adapter.pixels_per_token)
         base_lens = adapter.axis_base_lens(3)
         divide_by, reverse = family.time.divide_by, family.time.reverse
@@ -119,15 +137,11 @@ class CentredCoordinates:
             t_b = t.reshape(-1)  # [B] or [1]
             new_cos, new_sin, moved = [None], [None], [None]
             for a in (1, 2):
-                base_len = base_lens[a] * steps[a] * 2 * reach  # the base grid in units of p
-                plan = build_plan((2 * n,), theta_std, scales[a : a + 1], t_b, adapter.cfg, (base_len,))
-                plain = plain_plan((2 * n,), theta_std, device, dtype)
-                inv, ms = plan.inv_freq.flip(-1), plan.mscale.flip(-1)  # [B or 1, n], the stock's pair order
-                hit = (plan.inv_freq != plain.inv_freq) | (plan.mscale != 1)
-                angle = (reach * (2 * coords[a] - 1)).unsqueeze(-1) * inv.unsqueeze(1)  # [B, S, n]
-                new_cos.append(angle.cos() * ms.unsqueeze(1))
-                new_sin.append(angle.sin() * ms.unsqueeze(1))
-                moved.append(hit.flip(-1).unsqueeze(1).to(dtype))
+                cos_a, sin_a, hit = centred_pairs(coords[a], n, theta, scales[a : a + 1], t_b, adapter.cfg,
+                                                  base_lens[a], steps[a])
+                new_cos.append(cos_a)
+                new_sin.append(sin_a)
+                moved.append(hit.to(dtype))
             cos, sin = stock
             mask = assemble(moved, pad, 0.0) > 0  # [B or 1, 1, dim]
             return (

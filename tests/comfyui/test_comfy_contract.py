@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import dype_rope
+import method_tables
 import tiny_comfy
 from dype_rope.adapters.comfyui import ADAPTERS, comfy_adapter_class
 from reference_dype import rope_pairs
@@ -70,11 +71,13 @@ class Tiny:
         model = patcher.get_model_object("diffusion_model")
 
         def pre(module, args, kwargs):
-            calls.append({"sigma": kwargs["transformer_options"]["sigmas"].clone(), "tables": [], "kwargs": []})
+            calls.append({"sigma": kwargs["transformer_options"]["sigmas"].clone(), "tables": [], "kwargs": [],
+                          "args": []})
 
         def post(module, args, kwargs, out):  # returns None: the output stays the module's
             calls[-1]["tables"].append((args[0], out))
             calls[-1]["kwargs"].append(kwargs)
+            calls[-1]["args"].append(args)
 
         hooks = [model.register_forward_pre_hook(pre, with_kwargs=True)]
         wrapped = {}
@@ -118,6 +121,8 @@ def test_tables_follow_dype_at_every_step(tiny):
     assert torch.isfinite(out).all()
     sigmas = tiny.comfy.samplers.calculate_sigmas(tiny.patcher.get_model_object("model_sampling"), "simple", STEPS)
     assert [float(c["sigma"][0]) for c in calls] == [float(s) for s in sigmas[:-1]]
+    if tiny.row.tables:  # a model method's own table layout (LTX, CogVideoX): its reference check
+        return method_tables.CHECKS[tiny.row.tables](tiny, calls, rows, cols, BASE)
     fam = tiny.adapter.family
     emb = tiny.embedders(tiny.dype)[0]
     axes_dims, theta = tiny.row.rope(emb)

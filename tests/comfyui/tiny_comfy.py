@@ -72,6 +72,8 @@ class Family:
     # run the torch.compile graph-count check (rows whose embedder is another row's mechanism unchanged skip it)
     compile_check: bool = True
     time: str = "sigma"  # "rflow": DyPE's t is the model_sampling's timestep(sigma) (Cosmos' rectified flow)
+    # a model method builds tables of its own layout, checked by tests/comfyui/method_tables.py ("ltx", "cogvideox")
+    tables: str | None = None
 
     def rope(self, embedder) -> tuple[list[int], float]:
         """(pairs per axis x 2, theta) of the row's RoPE: an EmbedND's own attributes, or for Cosmos'
@@ -215,6 +217,28 @@ _JOYIMAGE = dict(image_model="joyimage", patch_size=(1, 2, 2), in_channels=16, o
                  num_attention_heads=1, text_dim=32, mlp_width_ratio=1.0, num_layers=1)
 
 
+# LTXV as model_detection builds it (theta 10000, max_pos [20, 2048, 2048], VAE (8, 32, 32), patch 1), scaled
+# down: inner dim 2 x 14 = 28, so 4 pairs per axis, 2 leading identity pairs and 7 pairs per head. The caption
+# projection maps to the inner dim, which cross-attention reads (cross_attention_dim = inner dim)
+_LTXV = dict(image_model="ltxv", in_channels=128, cross_attention_dim=28, attention_head_dim=14, num_attention_heads=2,
+             caption_channels=32, num_layers=1)
+# LTX-2: the same video RoPE beside an audio one; the checkpoint's metadata sets "split" tables, float64 frequency
+# grids and token midpoints (use_middle_indices_grid), which the tiny model takes to cover those paths. Its text
+# connectors are 2 x 16 wide to take the 32-wide caption
+_LTXAV = dict(image_model="ltxav", in_channels=128, audio_in_channels=128, cross_attention_dim=28,
+              audio_cross_attention_dim=16, attention_head_dim=14, audio_attention_head_dim=8, num_attention_heads=2,
+              audio_num_attention_heads=2, caption_channels=32, num_layers=1, connector_attention_head_dim=16,
+              connector_num_attention_heads=2, connector_num_layers=1, rope_type="split",
+              frequencies_precision="float64", use_middle_indices_grid=True)
+# CogVideoX with RoPE (5B-class: model_detection sets use_rotary_positional_embeddings when the checkpoint has no
+# pos_embedding), scaled down: heads of 32 give the (8, 12, 12) split of _get_rotary_emb. 1.0: Conv2d patches,
+# positions index x 1.875; 1.5: patch_size_t 2, integer positions
+_COGVIDEOX = dict(image_model="cogvideox", num_attention_heads=2, attention_head_dim=32, in_channels=16,
+                  out_channels=16, time_embed_dim=32, text_embed_dim=32, num_layers=1, use_rotary_positional_embeddings=True,
+                  use_learned_positional_embeddings=False)
+_COGVIDEOX15 = dict(_COGVIDEOX, patch_size_t=2)
+
+
 def _text_mask(g):
     # Omnigen2 / Boogu read their caption length (num_tokens) from the text encoder's attention mask
     return {"attention_mask": torch.ones(1, 7, dtype=torch.long)}
@@ -272,6 +296,15 @@ FAMILIES: dict[str, Family] = {
     "anima": Family("Anima", _ANIMA, 16, 2, True, 1024, extra=_none, adapter="anima", grid=True, compile_check=False),
     "joyimage": Family("JoyImage", _JOYIMAGE, 16, 2, True, 32, extra=_none, adapter="joyimage", components=True),
     "boogu": Family("Boogu", _BOOGU, 16, 2, False, 32, extra=_text_mask, adapter="omnigen2"),
+    "ltxv": Family("LTXV", _LTXV, 128, 1, True, 32, extra=_text_mask, adapter="ltxv", pixels_per_token=32,
+                   tables="ltx"),
+    "ltxav": Family("LTXAV", _LTXAV, 128, 1, True, 32, extra=_none, adapter="ltxav", pixels_per_token=32,
+                    tables="ltx", compile_check=False),
+    # 1.0's row and column positions are index x 1.875: ids divided by 1 / 1.875
+    "cogvideox": Family("CogVideoX_T2V", _COGVIDEOX, 16, 2, True, 32, extra=_none, adapter="cogvideox",
+                        id_scale=(1 / 1.875, 1 / 1.875), time="timestep", tables="cogvideox"),
+    "cogvideox15": Family("CogVideoX_T2V", _COGVIDEOX15, 16, 2, True, 32, extra=_none, adapter="cogvideox_15",
+                          time="timestep", tables="cogvideox", compile_check=False),
 
 }
 
