@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
+from dype_rope.pipelines import patch_also
 
 from .base import register_adapter
 from .parallel import swap_module
@@ -81,3 +82,14 @@ class WanAdapter(VideoAdapter):
             from .wan_fused import install_fused_attention  # builds on this module
 
             install_fused_attention(self)
+
+
+# Wan 2.2's two-expert pipelines denoise the steps above boundary_ratio with `transformer` and the rest with
+# `transformer_2`: enable() patches both, or the low-noise steps, where DyPE still rescales, would run stock.
+for _pipeline in (
+    "diffusers.pipelines.wan.pipeline_wan.WanPipeline",
+    "diffusers.pipelines.wan.pipeline_wan_i2v.WanImageToVideoPipeline",
+    "diffusers.pipelines.wan.pipeline_wan_vace.WanVACEPipeline",
+    "diffusers.pipelines.lucy.pipeline_lucy_edit.LucyEditPipeline",
+):
+    patch_also(_pipeline, "transformer_2")
