@@ -93,3 +93,11 @@ def test_dype_rope_models_prints_the_report(capsys):
     assert "supported (" in out and "Flux3Transformer2DModel" in out and "OmniGenTransformer2DModel" in out
     assert main(["models", "--readme"]) == 0
     assert capsys.readouterr().out == coverage.readme_table()
+
+
+def test_joyimage_classes_are_rows_of_the_method_mechanism(report):
+    t = "diffusers.models.transformers."
+    edit = report[t + "transformer_joyimage.JoyImageEditTransformer3DModel"]
+    plus = report[t + "transformer_joyimage_edit_plus.JoyImageEditPlusTransformer3DModel"]
+    assert edit["status"] == "supported" and "row 'joyimage-edit'" in edit["detail"]
+    assert plus["status"] == "supported" and "row 'joyimage-edit-plus'" in plus["detail"]

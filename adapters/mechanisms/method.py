@@ -141,9 +141,11 @@ class DyPEMethod:
         return f"DyPE over {self._row.method}"
 
 
-def probe(row: Method, method: Callable, bind, axes_dims: Sequence[int], theta: float, name: str) -> None:
+def probe(
+    row: Method, model: nn.Module, method: Callable, bind, axes_dims: Sequence[int], theta: float, name: str
+) -> None:
     """Call the stock method on the row's probe: every table must be plain RoPE on the row's positions and format."""
-    kwargs = row.probe(method.__self__)
+    kwargs = row.probe(model)
     try:
         with torch.no_grad():
             parts = as_parts(method(**kwargs), row.parts)
@@ -172,16 +174,17 @@ def install_method(row: Method, adapter) -> None:
     mine = vars(model).get(row.method, None)  # an instance attribute already there (put back on remove)
     if isinstance(mine, DyPEMethod):
         raise RuntimeError(f"{owner} is already a DyPE method (a copy of a patched model?)")
+    declared = getattr(type(model), row.method, None)
     original = getattr(model, row.method, None)
-    if not callable(original) or not hasattr(original, "__self__"):
+    if not (inspect.isfunction(declared) and callable(original)):
         raise TypeError(f"{owner} is not a method of the model, which the {family.name} row describes")
     axes_dims = check_axes_dims(row.axes_dims(model))
     theta = float(row.theta(model))
     bad = [a for a in adapter.rescaled_axes if a >= len(axes_dims)]
     if bad:
         raise ValueError(f"the {family.name} row rescales axes {bad}, but the method has {len(axes_dims)} axes")
-    bind = binder(original)
-    probe(row, original, bind, axes_dims, theta, owner)
+    bind = binder(declared.__get__(model))  # arguments named as the class declares them, whatever wraps it
+    probe(row, model, original, bind, axes_dims, theta, owner)
     base_lens = adapter.axis_base_lens(len(axes_dims))
     time = family.time
     read_t = argument_reader(model.forward, time.argument)
