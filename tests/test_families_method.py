@@ -71,10 +71,9 @@ def test_the_method_refuses_calls_outside_the_model(row, call):
     call(model)  # the stock method again
 
 
-@pytest.mark.parametrize("row", [JOYIMAGE_EDIT, JOYIMAGE_EDIT_PLUS], ids=lambda r: r.name)
-def test_mixed_time_batches_are_refused_above_the_base_grid_and_stock_below_it(row):
-    """The method's tables carry no batch dimension (Edit Plus stacks per-sample copies of them): one plan per call."""
-    model = row.build()
+def test_edit_mixed_time_batches_are_refused_above_the_base_grid_and_stock_below_it():
+    """JoyImage Edit's tables carry no batch dimension: one plan per call."""
+    row, model = JOYIMAGE_EDIT, JOYIMAGE_EDIT.build()
     above = row.inputs_at((6, 7), torch.tensor([1000.0, 400.0]), batch=2)
     below = row.inputs_at((3, 4), torch.tensor([1000.0, 400.0]), batch=2)
     ref = row.run(model, below)
@@ -82,6 +81,31 @@ def test_mixed_time_batches_are_refused_above_the_base_grid_and_stock_below_it(r
         assert torch.equal(row.run(model, below), ref)
         with pytest.raises(ValueError, match="share one diffusion time"):
             row.run(model, above)
+
+
+def _sample(x: dict, i: int, batch: int) -> dict:
+    out = {k: v[i : i + 1] if torch.is_tensor(v) and v.dim() and v.shape[0] == batch else v for k, v in x.items()}
+    out["shape_list"] = x["shape_list"][i : i + 1]
+    return out
+
+
+def test_edit_plus_gets_one_plan_per_sample():
+    """Edit Plus builds every sample's tables with calls of their own and stacks them: a batch whose samples sit at
+    different times (batched serving) gives each sample the tables it gets alone, bit for bit, and its output up to
+    the batch's own float rounding; each follows the reference at its own t."""
+    row, model, batch = JOYIMAGE_EDIT_PLUS, JOYIMAGE_EDIT_PLUS.build(), 3
+    times = (1.0, 0.375, 0.0)
+    x = row.inputs_at((6, 7), torch.tensor([1000.0 * t for t in times]), batch=batch, cond=(2, 5))
+    with dype_rope.patch(model, base_grid=BASE):
+        out = []
+        (_, (cos, sin)), = encoding_calls(model, JOYIMAGE_TABLES, lambda: out.append(row.run(model, x)))
+        for i, t in enumerate(times):
+            alone = []
+            (_, want), = encoding_calls(model, JOYIMAGE_TABLES, lambda: alone.append(row.run(model, _sample(x, i, batch))))
+            assert torch.equal(cos[i : i + 1], want[0]) and torch.equal(sin[i : i + 1], want[1]), i
+            torch.testing.assert_close(out[0][i : i + 1], alone[0], rtol=1e-5, atol=1e-5)
+            reference = row.layout.expected([((), None)], (6, 7), BASE, t, "per-axis", (2, 5), method="yarn")
+            torch.testing.assert_close(interleaved(cos[i], sin[i]), reference[0], rtol=0, atol=2e-7)
 
 
 def test_remove_puts_back_an_instance_attribute_that_was_over_the_method():

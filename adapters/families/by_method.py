@@ -101,6 +101,8 @@ ROWS = (
             inputs=("shape_list",),
             tokens=lambda model, shape_list: shape_list[0][0],  # the first sample's generated image, in tokens
             probe=lambda model: dict(start=(1, 0, 0), stop=(3, 3, 4)),
+            # the forward loops over the samples, then over each sample's images, and stacks the samples' tables
+            samples=lambda model, shape_list: [i for i, shapes in enumerate(shape_list) for _ in shapes],
         ),
         # JoyImageEditPlusPipeline: height, width default to 1024 without a reference; Wan 2.1 VAE x 2 x 2 patches
         base_grid=(64, 64),

@@ -22,6 +22,7 @@ positions and format; anything else is refused with a message rather than patche
 from __future__ import annotations
 
 import inspect
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype, plain_plan
-from dype_rope.timestep import diffusion_time
+from dype_rope.timestep import diffusion_time, diffusion_times
 
 from ..base import argument_reader, spans_on
 from .grid import pair_tables
@@ -52,7 +53,11 @@ class Method:
                shapes, size lists), so reference images and text never set the scale;
     probe:     model -> arguments (by name) of a small call used to verify the row at install;
     format:    how the method's output holds the pairs of one table;
-    parts:     1 where the method returns one table, n where it returns a tuple of n tables (any may be None).
+    parts:     1 where the method returns one table, n where it returns a tuple of n tables (any may be None);
+    samples:   (model, *the inputs) -> the sample of every call of the method in one model call, in call order,
+               where the model builds each sample's tables with calls of their own and stacks them (one plan per
+               sample, so a batch of different times is served); None where one call serves the whole batch (one
+               plan per call, such a batch refused above the base grid).
     """
 
     method: str
@@ -64,6 +69,7 @@ class Method:
     probe: Callable[[nn.Module], Arguments]
     format: Format = CosSin()
     parts: int = 1
+    samples: Callable[..., Sequence[int]] | None = None
 
     def describe(self) -> str:
         """The mechanism and output format, for the supported-models table."""
@@ -114,7 +120,7 @@ class DyPEMethod:
         original: Callable,
         row: Method,
         bind: Callable[[tuple, dict], Arguments],
-        plan_of_call: Callable[[Any], tuple[RopePlan, Tensor, torch.device]],
+        plan_of_call: Callable[[Tensor], tuple[RopePlan, Tensor, torch.device]],
     ) -> None:
         self.original = original
         self._row = row
@@ -190,12 +196,17 @@ def install_method(row: Method, adapter) -> None:
     read_t = argument_reader(model.forward, time.argument)
     readers = [argument_reader(model.forward, name) for name in row.inputs]
 
+    # per thread, as the step context: [the sample of each method call of this model call, the calls so far]
+    order = threading.local()
+
     def begin(args: tuple, kwargs: dict) -> None:
         step = adapter.step
         step.clear()
         step.timestep = read_t(args, kwargs)
         values = [read(args, kwargs) for read in readers]
-        step.grid = None if any(v is None for v in values) else tuple(int(n) for n in row.tokens(model, *values))
+        known = not any(v is None for v in values)
+        step.grid = tuple(int(n) for n in row.tokens(model, *values)) if known else None
+        order.calls = [tuple(int(i) for i in row.samples(model, *values)), 0] if known and row.samples else None
 
     def plan_of_call(like: Tensor) -> tuple[RopePlan, Tensor, torch.device]:
         step = adapter.step
@@ -203,14 +214,23 @@ def install_method(row: Method, adapter) -> None:
             raise adapter.outside_forward()
         timestep = step.timestep
         device = timestep.device if isinstance(timestep, Tensor) else like.device
+        calls = getattr(order, "calls", None)
         if step.plan is None:  # one plan per model call, however often the method is called in it
             if step.grid is None:
                 raise ValueError(f"{type(model).__name__} was called without {' / '.join(row.inputs)}")
             dtype = freq_dtype(device)
-            # the tables carry no batch dimension: one shared t (NaN where the samples differ, refused above the base)
-            t = diffusion_time(timestep, divide_by=time.divide_by, reverse=time.reverse, dtype=dtype, device=device)
+            # one t per sample where each sample's tables come from calls of their own; elsewhere the tables carry
+            # no batch dimension: one shared t (NaN where the samples differ, refused above the base grid)
+            times = diffusion_times if calls is not None else diffusion_time
+            t = times(timestep, divide_by=time.divide_by, reverse=time.reverse, dtype=dtype, device=device)
             adapter.plan_step(t, spans_on(step.grid, dtype, device), axes_dims, theta, base_lens)
         plan = step.plan
+        if plan.inv_freq.dim() > 1:  # a plan per sample: this call's sample, a host index (no sync)
+            owners, done = calls
+            if done >= len(owners):
+                raise RuntimeError(f"{type(model).__name__} called {row.method} more often than its inputs say")
+            calls[1] = done + 1
+            plan = RopePlan(plan.inv_freq[owners[done]], plan.mscale[owners[done]], plan.pair_axis)
         plain = plain_plan(axes_dims, theta, device=plan.inv_freq.device, dtype=plan.inv_freq.dtype)
         # pairs DyPE leaves as they are keep the stock method's own numbers
         return plan, (plan.inv_freq == plain.inv_freq) & (plan.mscale == 1), device
