@@ -158,3 +158,22 @@ def test_enable_patches_the_transformer_and_keeps_the_fixed_shift(cls_name, row)
                          shift="linear")
     handle.remove()
     assert not dype_rope.is_patched(pipe.transformer) and "set_timesteps" not in vars(pipe.scheduler)
+
+
+@pytest.mark.parametrize("row", [JOYIMAGE_EDIT, JOYIMAGE_EDIT_PLUS], ids=lambda r: r.name)
+def test_a_kept_handle_lets_a_dropped_model_go_and_a_copy_is_refused(row):
+    """The replacement on the instance ties the patch to the model, never the model to the handle."""
+    import copy
+    import gc
+    import weakref
+
+    model = row.build()
+    handle = dype_rope.patch(model, base_grid=BASE)
+    row.run(model, row.inputs((6, 7), 0.5))
+    with pytest.raises(TypeError, match="deepcopy"):
+        copy.deepcopy(model)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None, "the kept handle kept the model alive"
+    assert not handle.active
