@@ -119,3 +119,9 @@ def test_anyflow_and_anyflow_far_are_supported_and_minimax_h3_refused(report):
     assert far["status"] == "supported" and "row 'anyflow_far'" in far["detail"]
     h3 = report[t + "transformer_minimax_h3.MiniMaxH3Transformer3DModel"]
     assert h3["status"] == "refused" and "aspect-normalised grid of fixed area" in h3["detail"]
+def test_joyimage_classes_are_rows_of_the_method_mechanism(report):
+    t = "diffusers.models.transformers."
+    edit = report[t + "transformer_joyimage.JoyImageEditTransformer3DModel"]
+    plus = report[t + "transformer_joyimage_edit_plus.JoyImageEditPlusTransformer3DModel"]
+    assert edit["status"] == "supported" and "row 'joyimage-edit'" in edit["detail"]
+    assert plus["status"] == "supported" and "row 'joyimage-edit-plus'" in plus["detail"]

@@ -16,6 +16,7 @@ from .table_anyflow import ROWS as ANYFLOW_ROWS
 from .table_grid import ROWS as GRID_ROWS
 from .table_ids import ROWS as IDS_ROWS
 from .table_mrope import ROWS as MROPE_ROWS
+from .table_method import ROWS as METHOD_ROWS
 from .table_passed import ROWS as PASSED_ROWS
 from .table_sections import ROWS as SECTIONS_ROWS
 from .video import HUNYUAN_VIDEO, WAN
@@ -23,6 +24,6 @@ from .zimage import ZIMAGE
 
 FAMILIES = (
     FLUX, CHROMA, FLUX2, QWEN_IMAGE, SD3, LUMINA2, ZIMAGE, HIDREAM, COGVIEW4, WAN, HUNYUAN_VIDEO, EMBEDND, CUSTOM,
-    *IDS_ROWS, *GRID_ROWS, *PASSED_ROWS, *CONTROLNET_ROWS, *MROPE_ROWS, *SECTIONS_ROWS, *ANYFLOW_ROWS,
+    *IDS_ROWS, *GRID_ROWS, *PASSED_ROWS, *CONTROLNET_ROWS, *MROPE_ROWS, *SECTIONS_ROWS, *ANYFLOW_ROWS, *METHOD_ROWS,
 )
 FUSED_FAMILIES = tuple(row for row in FAMILIES if row.fused is not None)
