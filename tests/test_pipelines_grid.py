@@ -12,6 +12,7 @@ import torch
 
 import dype_rope
 from families.grid import CHRONOEDIT, GLM_IMAGE, HUNYUAN_IMAGE, KANDINSKY5, MOTIF_VIDEO, SKYREELS_V2
+from families.video import HUNYUAN_VIDEO, WAN
 
 
 def pipeline(cls_name: str, transformer, scheduler):
@@ -46,6 +47,9 @@ FIXED = [
     ("ChronoEditPipeline", CHRONOEDIT, lambda: euler(shift=5.0)),
     ("HunyuanImagePipeline", HUNYUAN_IMAGE, lambda: euler(shift=5.0)),
     ("Kandinsky5T2VPipeline", KANDINSKY5, lambda: euler(shift=5.0)),
+    ("WanPipeline", WAN, unipc),
+    ("WanVideoToVideoPipeline", WAN, unipc),
+    ("HunyuanVideoPipeline", HUNYUAN_VIDEO, lambda: euler(shift=7.0)),
 ]
 
 
