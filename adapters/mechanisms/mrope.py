@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from dype_rope.rope import build_plan, freq_dtype, plain_plan
 from dype_rope.timestep import diffusion_times
 
-from ..base import argument_reader, qualified_name, spans_on
+from ..base import qualified_name, spans_on
 from ..parallel import swap_module
 
 SPATIAL = (1, 2)  # the spatial axes (rows, columns) of the ids, also each one's offset in the interleaving
