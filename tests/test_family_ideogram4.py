@@ -108,7 +108,7 @@ def test_the_coverage_report_lists_ideogram4_with_its_row():
 
 def test_the_standard_form_of_the_sections_is_the_modules_frequencies():
     """Hand-derived: pair 3m + a turns at base^(-2(3m + a)/D) = c_a theta_a^(-2m / 2n)."""
-    from dype_rope.adapters.mechanisms.interleaved_sections import standard_form
+    from dype_rope.adapters.mechanisms.mrope import standard_form
 
     base, d, n = 5e6, 256, 20
     for a in (1, 2):

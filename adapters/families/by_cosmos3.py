@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dype_rope.pipelines import keep_scheduler_shift
 
-from ..mechanisms.mrope import InterleavedMRope
+from ..mechanisms.mrope import GridArgument, IdsLayout, InterleavedMRope
 from ..table import Family, Time, register_family
 
 MODEL = "diffusers.models.transformers.transformer_cosmos3"
@@ -19,7 +19,18 @@ register_family(
         name="cosmos3_omni",
         classes=(f"{MODEL}.Cosmos3OmniTransformer",),
         module="rotary_emb",
-        mechanism=InterleavedMRope(f"{MODEL}.Cosmos3VLTextRotaryEmbedding"),
+        mechanism=InterleavedMRope(
+            stock=f"{MODEL}.Cosmos3VLTextRotaryEmbedding",
+            sections="rope_axes_dim",
+            # the generated video's patch grid, vision_token_shapes[0]: the prompt never sets the scale
+            scale=GridArgument("vision_token_shapes"),
+            # forward(position_ids [3, B, N], device, dtype), called by keyword
+            ids=IdsLayout(axes_first=True, device_dtype=True),
+            # vision_timesteps: one timestep per noisy vision token of the call's one sample
+            token_times=True,
+            equal_axes=True,  # released [24, 20, 20]
+            time_scale="timestep_scale",
+        ),
         base_grid=(23, 40),
         pixels_per_token=32,
         time=Time("vision_timesteps", divide_by=1000.0),

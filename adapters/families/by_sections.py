@@ -1,20 +1,27 @@
-"""Rows of the interleaved multimodal RoPE mechanism (adapters/mechanisms/interleaved_sections.py)."""
+"""The Ideogram 4 row over the interleaved-MRoPE mechanism (adapters/mechanisms/mrope.py)."""
 
 from __future__ import annotations
 
 from dype_rope.pipelines import keep_scheduler_shift, patch_also
 
-from ..mechanisms.interleaved_sections import InterleavedSections
+from ..mechanisms.mrope import IdsLayout, InterleavedMRope, TokenRole
 from ..table import Family, Time, register_family
+
+MODEL = "diffusers.models.transformers.transformer_ideogram4"
 
 register_family(
     Family(
         name="ideogram4",
-        classes=("diffusers.models.transformers.transformer_ideogram4.Ideogram4Transformer2DModel",),
+        classes=(f"{MODEL}.Ideogram4Transformer2DModel",),
         module="rotary_emb",
-        # Ideogram4MRoPE keeps only inv_freq; its base is the config's rope_theta. The role argument is the
-        # model's `indicator`, OUTPUT_IMAGE_INDICATOR (2) on the generated image's tokens.
-        mechanism=InterleavedSections(theta=lambda model: model.config.rope_theta),
+        mechanism=InterleavedMRope(
+            stock=f"{MODEL}.Ideogram4MRoPE",
+            sections="mrope_section",
+            # Ideogram4MRoPE keeps only inv_freq; its base is the config's rope_theta (the mechanism's default).
+            # The scale comes from the tokens whose `indicator` is OUTPUT_IMAGE_INDICATOR (2): the generated image.
+            scale=TokenRole("indicator", 2),
+            ids=IdsLayout(axes_first=False, device_dtype=False),  # forward(position_ids [B, L, 3])
+        ),
         # 2048 x 2048 px, Ideogram4Pipeline's default size, at 16 px per token (AutoencoderKLFlux2's 8 x the
         # pipeline's patch_size 2)
         base_grid=(128, 128),

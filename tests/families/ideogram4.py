@@ -1,4 +1,4 @@
-"""Ideogram 4 (adapters/mechanisms/interleaved_sections.py): interleaved (t, h, w) multimodal RoPE.
+"""Ideogram 4 (adapters/mechanisms/mrope.py, InterleavedMRope): interleaved (t, h, w) multimodal RoPE.
 
 The reference of every pair DyPE moves is tests/reference_dype.py on Ideogram 4's layout written from its formula:
 pair j turns at base^(-2j/D); the rows' pairs j = 3m + 1 (m < n_h) and the columns' j = 3m + 2 (m < n_w) turn at

@@ -1,4 +1,4 @@
-"""Contract rows of the families adapters/families/by_sections.py declares."""
+"""Contract rows of adapters/families/by_sections.py (the interleaved-MRoPE mechanism, adapters/mechanisms/mrope.py)."""
 
 from __future__ import annotations
 
