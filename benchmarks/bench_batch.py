@@ -9,7 +9,9 @@ base grid a quarter of the image grid per side), alternating call by call:
 
 - BFL's FLUX.1 (`flux.model.Flux`, the reference code in the workspace's shared/bfl_flux), patched by the generic
   EmbedND adapter, which builds one plan per sample ([B, D/2]) and tables per sample;
-- diffusers' FluxTransformer2DModel, whose attention takes one table per call, patched with one plan per call.
+- diffusers' FluxTransformer2DModel, patched with one plan per sample too: tables [B, L, D] through per-sample
+  copies of its attention processors (adapters/per_sample.py), the batch folded into the sequence for the
+  rotation only.
 
 Goal: the per-sample plans cost nothing measurable, patched / stock within 1% (<= 1.01x).
 """
@@ -70,14 +72,26 @@ def diffusers_inputs(model, grid: int, batch: int) -> dict:
 def measure(name: str, stock: torch.nn.Module, inputs: dict, grid: int, repeats: int):
     patched = copy.deepcopy(stock)
     handle = dype_rope.patch(patched, base_grid=max(grid // 4, 1), backend="torch")
+    batched = []  # whether the position encoding's tables carry the batch: one plan per sample
+    encoding = getattr(patched, "pos_embed", None) or getattr(patched, "pe_embedder", None)
+    # BFL: rotation matrices [B, 1, L, D/2, 2, 2]; diffusers: (cos, sin) [B, L, D] per sample, [L, D] per call
+    first = (lambda out: out) if name.startswith("BFL") else (lambda out: out[0] if out[0].dim() == 3 else None)
+    hook = encoding.register_forward_hook(
+        lambda m, a, out: batched.append(first(out) is not None and first(out).shape[0] == inputs_batch(inputs))
+    )
     with torch.inference_mode():
         first = lambda out: out if torch.is_tensor(out) else out[0]  # noqa: E731 (diffusers returns a dataclass)
         assert not torch.equal(first(patched(**inputs)), first(stock(**inputs)))  # DyPE is active at this grid
         stock_s, patched_s = alternate([lambda: stock(**inputs), lambda: patched(**inputs)], repeats,
                                        torch.device("cpu"))
-    plan = "per sample" if handle.adapter.name == "embednd" else "per call"
+    hook.remove()
+    plan = "per sample" if all(batched) else "per call"
     handle.remove()
     return name, plan, summarise("cpu", "torch", grid, grid * grid + TEXT_TOKENS, stock_s, patched_s)
+
+
+def inputs_batch(inputs: dict) -> int:
+    return (inputs.get("hidden_states") if "hidden_states" in inputs else inputs["img"]).shape[0]
 
 
 def report(rows, batch: int, repeats: int) -> str:
