@@ -1,14 +1,14 @@
 """What one plan per sample costs: patched / stock step time of FLUX-shaped transformers on a uniform batch.
 
-    python benchmarks/bench_batch.py                      # CPU: grid 16, batch 2
-    python benchmarks/bench_batch.py --write-results      # also update benchmarks/RESULTS.md
+    python benchmarks/bench_batch.py                      # CPU: diffusers FLUX, grid 8, batch 2 (well under a minute)
+    python benchmarks/bench_batch.py --bfl --grid 16 --repeats 15 --write-results   # the RESULTS.md run
 
 A batch of B samples at one time, as a pipeline sends it (the timestep has B entries). Two FLUX-shaped models
 (24 heads x 128, RoPE axes 16/56/56, 1 double + 1 single block, random weights), stock and patched (Dy-YaRN,
 base grid a quarter of the image grid per side), alternating call by call:
 
-- BFL's FLUX.1 (`flux.model.Flux`, the reference code in the workspace's shared/bfl_flux), patched by the generic
-  EmbedND adapter, which builds one plan per sample ([B, D/2]) and tables per sample;
+- with --bfl, BFL's FLUX.1 (`flux.model.Flux`, the reference code in the workspace's shared/bfl_flux), patched by
+  the generic EmbedND adapter, which builds one plan per sample ([B, D/2]) and tables per sample;
 - diffusers' FluxTransformer2DModel, patched with one plan per sample too: tables [B, L, D] through per-sample
   copies of its attention processors (adapters/per_sample.py), the batch folded into the sequence for the
   rotation only.
@@ -154,9 +154,10 @@ def table_overhead(grid: int, batch: int, repeats: int = 200) -> tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grid", type=int, default=16, help="tokens per side (default 16)")
+    parser.add_argument("--grid", type=int, default=8, help="tokens per side (default 8)")
     parser.add_argument("--batch", type=int, default=2, help="samples per call (default 2)")
-    parser.add_argument("--repeats", type=int, default=15, help="alternating rounds (default 15)")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--bfl", action="store_true", help="also measure BFL's FLUX.1 (shared/bfl_flux)")
     parser.add_argument("--write-results", action="store_true", help=f"replace '{SECTION}' in RESULTS.md")
     parser.add_argument("--tables-only", action="store_true", help="only the per-sample table work, measured alone")
     args = parser.parse_args()
@@ -166,12 +167,12 @@ def main() -> None:
         print(f"plan + rotation matrices: {per_sample:.3f} ms per sample, {per_call:.3f} ms per call")
         return
     rows = []
-    if SHARED.is_dir():
+    if args.bfl and SHARED.is_dir():
         bfl = bfl_flux()
         rows.append(measure("BFL FLUX.1 (EmbedND adapter)", bfl, bfl_inputs(args.grid, args.batch), args.grid,
                             args.repeats))
         del bfl
-    else:
+    elif args.bfl:
         print(f"(no {SHARED.name} beside the repository: BFL's FLUX.1 not measured)")
     model = flux_shaped()
     rows.append(measure("diffusers FLUX", model, diffusers_inputs(model, args.grid, args.batch), args.grid,
