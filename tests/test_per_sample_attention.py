@@ -183,3 +183,39 @@ def test_qwen_image_under_a_parallel_plan_plans_once_per_call():
                 run(model, mixed)
         finally:
             del model._parallel_config
+
+
+def test_the_flux_controlnet_plans_per_sample_too():
+    # FluxControlNetModel carries FLUX's pos_embed and processors: each sample's residuals at its own time
+    from families.flux import flux_img_ids
+    from families.tiny import tiny
+
+    config = dict(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                  num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, axes_dims_rope=(4, 6, 6))
+    net = tiny("FluxControlNetModel", config)
+    with torch.no_grad():  # its output projections start at zero: random ones make the residuals depend on t
+        for name, p in net.named_parameters():
+            if name.startswith("controlnet_"):
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(5)) * 0.1)
+    g = torch.Generator().manual_seed(3)
+    h, w, text = 12, 12, 5
+
+    def inputs(times):
+        n = len(times)
+        x = torch.randn(1, h * w, 4, generator=torch.Generator().manual_seed(4))
+        return dict(hidden_states=x.repeat(n, 1, 1), controlnet_cond=x.repeat(n, 1, 1),
+                    encoder_hidden_states=enc.repeat(n, 1, 1), pooled_projections=pooled.repeat(n, 1),
+                    timestep=torch.tensor(times), img_ids=flux_img_ids(h, w), txt_ids=torch.zeros(text, 3),
+                    return_dict=False)
+
+    enc, pooled = torch.randn(1, text, 32, generator=g), torch.randn(1, 16, generator=g)
+    with dype_rope.patch(net, base_grid=(8, 8)), torch.no_grad():
+        mixed = net(**inputs((0.2, 0.8)))
+        alone = [net(**inputs((t,))) for t in (0.2, 0.8)]
+    blocks = [b for part in mixed if part is not None for b in part]
+    assert blocks
+    for i, own in enumerate(alone):
+        theirs = [b for part in own if part is not None for b in part]
+        for m, a in zip(blocks, theirs, strict=True):
+            torch.testing.assert_close(m[i : i + 1], a, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(alone[0][0][0], alone[1][0][0])
