@@ -85,13 +85,13 @@ def per_sample_rotary(stock: Callable, rotary: Rotary) -> Callable:
     return rotate
 
 
-_CLASSES: dict[tuple[type, str], type] = {}
+_CLASSES: dict[tuple[type, Rotary], type] = {}
 
 
 def _processor_class(stock_cls: type, rotary: Rotary) -> type:
     """A subclass of `stock_cls` whose __call__ is the stock one reading `rotary.name` from a private copy of its
-    globals where that name is wrapped by per_sample_rotary. Built once per (class, name)."""
-    key = (stock_cls, rotary.name)
+    globals where that name is wrapped by per_sample_rotary. Built once per (class, rotary declaration)."""
+    key = (stock_cls, rotary)
     if key not in _CLASSES:
         call = stock_cls.__call__
         scope = dict(call.__globals__)
