@@ -95,16 +95,18 @@ def test_each_sample_is_rotated_by_its_own_plan(name):
     assert not torch.equal(mixed[0][0].select(axis, 0), mixed[0][0].select(axis, 1))
 
 
-def test_one_compiled_graph_whatever_the_times():
-    model = FLUX.build()
+@pytest.mark.parametrize("name", ["flux", "flux2", "qwen-image"])
+def test_one_compiled_graph_whatever_the_times(name):
+    row = ROWS[name]
+    model = row.build()
     pairs = ((200.0, 800.0), (800.0, 200.0), (200.0, 200.0))
     torch._dynamo.reset()
     counter = torch._dynamo.testing.CompileCounter()
-    with dype_rope.patch(model, base_grid=FLUX.base):
-        eager = [run(model, batch_of(FLUX, FLUX.above, p)) for p in pairs]
+    with dype_rope.patch(model, base_grid=row.base):
+        eager = [run(model, batch_of(row, row.above, p)) for p in pairs]
         compiled = torch.compile(model, backend=counter, fullgraph=True)
         for p, want in zip(pairs, eager):
-            torch.testing.assert_close(run(compiled, batch_of(FLUX, FLUX.above, p)), want, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(run(compiled, batch_of(row, row.above, p)), want, rtol=1e-6, atol=1e-6)
     torch._dynamo.reset()
     assert counter.frame_count == 1
 
