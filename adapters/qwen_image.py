@@ -10,6 +10,12 @@ Its layout differs from FLUX in three ways this adapter follows exactly:
   never cached: no call can receive a table built for another t or size.
 Rows and columns are rescaled, the frame axis never is; the scale comes from the generated image (the first
 entry of img_shapes): conditioning images and text keep their positions and share its frequencies.
+
+A batch may mix diffusion times: the attention modules get per-sample copies of their stock processors
+(per_sample.py), whose `apply_rotary_emb_qwen` takes complex tables [B, N, D/2], one plan per sample. Not under
+context parallelism: the model's parallel plan splits the embedding's outputs as [N, D/2], so a parallel model
+(like one holding a processor without a per-sample copy, or backend="triton") plans once per call and refuses a
+mixed batch.
 """
 
 from __future__ import annotations
@@ -21,16 +27,25 @@ from torch import Tensor
 
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
 from dype_rope.schedules import plain_inv_freq
-from dype_rope.timestep import diffusion_time
+from dype_rope.timestep import diffusion_time, diffusion_times
 
 from .base import Adapter, register_adapter, spans_on
 from .parallel import swap_module
+from .per_sample import Rotary, install_per_sample_processors
 from .qwen_image_embed import DyPEQwenEmbedRope
 
 try:  # diffusers is optional: without it the adapter simply never matches
-    from diffusers.models.transformers.transformer_qwenimage import QwenEmbedRope, QwenImageTransformer2DModel
+    from diffusers.models.transformers.transformer_qwenimage import (
+        QwenDoubleStreamAttnProcessor2_0,
+        QwenEmbedRope,
+        QwenImageTransformer2DModel,
+    )
 except ImportError:  # pragma: no cover - exercised only without diffusers
-    QwenEmbedRope = QwenImageTransformer2DModel = None
+    QwenDoubleStreamAttnProcessor2_0 = QwenEmbedRope = QwenImageTransformer2DModel = None
+
+# apply_rotary_emb_qwen(x [B, S, H, D], freqs, use_real): complex freqs [S, D/2] are unsqueezed to [S, 1, D/2]
+# (the sequence is x's axis 1); real ones are indexed [None, None] (axis 2)
+QWEN_ROTARY = Rotary("apply_rotary_emb_qwen", "use_real", sequence_dim=lambda use_real: 2 if use_real else 1)
 
 # Qwen-Image is trained up to 1328 x 1328 px (the resolution its model card and the community use);
 # 16 px per token (VAE factor 8, 2x2 packing) gives 83 tokens per side.
@@ -75,6 +90,9 @@ class QwenImageAdapter(Adapter):
             raise ValueError(f"the Qwen-Image adapter expects 3 RoPE axes (frame, rows, cols), got {len(axes_dims)}")
         theta = original.theta
         base_lens = self.axis_base_lens(len(axes_dims))
+        per_sample = (lambda: False) if self.backend != "torch" or QwenDoubleStreamAttnProcessor2_0 is None else (
+            install_per_sample_processors(self, {QwenDoubleStreamAttnProcessor2_0: QWEN_ROTARY})
+        )
 
         def plan_of_call(shapes: Sequence[tuple[int, int, int]], device: torch.device) -> RopePlan:
             step = self.step
@@ -83,7 +101,13 @@ class QwenImageAdapter(Adapter):
             dtype = freq_dtype(device)
             frames, rows, cols = shapes[0]  # the generated image sets the scale
             spans = spans_on((frames, rows, cols), dtype, device)
-            t = diffusion_time(step.timestep, dtype=dtype, device=device)
+            # one plan per sample where the batch has several times (a shape test, fixed when compiled), every
+            # processor takes per-sample tables and no parallel plan splits them; else one for the call
+            ts = step.timestep
+            several = isinstance(ts, Tensor) and ts.dim() > 0 and ts.numel() > 1
+            unsplit = getattr(model, "_parallel_config", None) is None
+            times = diffusion_times if several and unsplit and per_sample() else diffusion_time
+            t = times(ts, dtype=dtype, device=device)
             plan = self.plan_step(t, spans, axes_dims, theta, base_lens)
             return native_precision(plan, step.scales, theta, axes_dims)
 

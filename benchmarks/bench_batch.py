@@ -1,15 +1,17 @@
 """What one plan per sample costs: patched / stock step time of FLUX-shaped transformers on a uniform batch.
 
-    python benchmarks/bench_batch.py                      # CPU: grid 16, batch 2
-    python benchmarks/bench_batch.py --write-results      # also update benchmarks/RESULTS.md
+    python benchmarks/bench_batch.py                      # CPU: diffusers FLUX, grid 8, batch 2 (well under a minute)
+    python benchmarks/bench_batch.py --bfl --grid 16 --repeats 15 --write-results   # the RESULTS.md run
 
 A batch of B samples at one time, as a pipeline sends it (the timestep has B entries). Two FLUX-shaped models
 (24 heads x 128, RoPE axes 16/56/56, 1 double + 1 single block, random weights), stock and patched (Dy-YaRN,
 base grid a quarter of the image grid per side), alternating call by call:
 
-- BFL's FLUX.1 (`flux.model.Flux`, the reference code in the workspace's shared/bfl_flux), patched by the generic
-  EmbedND adapter, which builds one plan per sample ([B, D/2]) and tables per sample;
-- diffusers' FluxTransformer2DModel, whose attention takes one table per call, patched with one plan per call.
+- with --bfl, BFL's FLUX.1 (`flux.model.Flux`, the reference code in the workspace's shared/bfl_flux), patched by
+  the generic EmbedND adapter, which builds one plan per sample ([B, D/2]) and tables per sample;
+- diffusers' FluxTransformer2DModel, patched with one plan per sample too: tables [B, L, D] through per-sample
+  copies of its attention processors (adapters/per_sample.py), the batch folded into the sequence for the
+  rotation only.
 
 Goal: the per-sample plans cost nothing measurable, patched / stock within 1% (<= 1.01x).
 """
@@ -70,14 +72,26 @@ def diffusers_inputs(model, grid: int, batch: int) -> dict:
 def measure(name: str, stock: torch.nn.Module, inputs: dict, grid: int, repeats: int):
     patched = copy.deepcopy(stock)
     handle = dype_rope.patch(patched, base_grid=max(grid // 4, 1), backend="torch")
+    batched = []  # whether the position encoding's tables carry the batch: one plan per sample
+    encoding = getattr(patched, "pos_embed", None) or getattr(patched, "pe_embedder", None)
+    # BFL: rotation matrices [B, 1, L, D/2, 2, 2]; diffusers: (cos, sin) [B, L, D] per sample, [L, D] per call
+    first = (lambda out: out) if name.startswith("BFL") else (lambda out: out[0] if out[0].dim() == 3 else None)
+    hook = encoding.register_forward_hook(
+        lambda m, a, out: batched.append(first(out) is not None and first(out).shape[0] == inputs_batch(inputs))
+    )
     with torch.inference_mode():
         first = lambda out: out if torch.is_tensor(out) else out[0]  # noqa: E731 (diffusers returns a dataclass)
         assert not torch.equal(first(patched(**inputs)), first(stock(**inputs)))  # DyPE is active at this grid
         stock_s, patched_s = alternate([lambda: stock(**inputs), lambda: patched(**inputs)], repeats,
                                        torch.device("cpu"))
-    plan = "per sample" if handle.adapter.name == "embednd" else "per call"
+    hook.remove()
+    plan = "per sample" if all(batched) else "per call"
     handle.remove()
     return name, plan, summarise("cpu", "torch", grid, grid * grid + TEXT_TOKENS, stock_s, patched_s)
+
+
+def inputs_batch(inputs: dict) -> int:
+    return (inputs.get("hidden_states") if "hidden_states" in inputs else inputs["img"]).shape[0]
 
 
 def report(rows, batch: int, repeats: int) -> str:
@@ -140,9 +154,10 @@ def table_overhead(grid: int, batch: int, repeats: int = 200) -> tuple[float, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grid", type=int, default=16, help="tokens per side (default 16)")
+    parser.add_argument("--grid", type=int, default=8, help="tokens per side (default 8)")
     parser.add_argument("--batch", type=int, default=2, help="samples per call (default 2)")
-    parser.add_argument("--repeats", type=int, default=15, help="alternating rounds (default 15)")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--bfl", action="store_true", help="also measure BFL's FLUX.1 (shared/bfl_flux)")
     parser.add_argument("--write-results", action="store_true", help=f"replace '{SECTION}' in RESULTS.md")
     parser.add_argument("--tables-only", action="store_true", help="only the per-sample table work, measured alone")
     args = parser.parse_args()
@@ -152,12 +167,12 @@ def main() -> None:
         print(f"plan + rotation matrices: {per_sample:.3f} ms per sample, {per_call:.3f} ms per call")
         return
     rows = []
-    if SHARED.is_dir():
+    if args.bfl and SHARED.is_dir():
         bfl = bfl_flux()
         rows.append(measure("BFL FLUX.1 (EmbedND adapter)", bfl, bfl_inputs(args.grid, args.batch), args.grid,
                             args.repeats))
         del bfl
-    else:
+    elif args.bfl:
         print(f"(no {SHARED.name} beside the repository: BFL's FLUX.1 not measured)")
     model = flux_shaped()
     rows.append(measure("diffusers FLUX", model, diffusers_inputs(model, args.grid, args.batch), args.grid,

@@ -99,8 +99,11 @@ FAMILIES = {
     "ltx2": (tiny_ltx2, lambda h, w: LTX2.inputs((2, h, w), 1.0), "timestep", (200.0, 800.0)),
 }
 # families whose tables carry a batch dimension (the attribute of their position encoding): one plan per sample
-PER_SAMPLE = {"lumina2": "rope_embedder", "hidream": "pe_embedder", "wan": "rope", "sd3": "pos_embed", "ltx2": "rope"}
-PER_SAMPLE["ernie-image"] = "pos_embed"  # angles [B, L, 1, D]; the attention factor per sample in the processor
+PER_SAMPLE = {
+    "lumina2": "rope_embedder", "hidream": "pe_embedder", "wan": "rope", "sd3": "pos_embed", "flux": "pos_embed",
+    "qwen-image": "pos_embed", "ltx2": "rope",
+    "ernie-image": "pos_embed",  # angles [B, L, 1, D]; the attention factor per sample in the processor
+}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -147,7 +150,8 @@ def test_mixed_times_above_the_base_grid_get_one_plan_per_sample(family):
     for i, (out, own) in enumerate(alone):
         torch.testing.assert_close(batched[i], out[0], rtol=1e-5, atol=1e-5)
         mine = [b[i : i + 1] for b in per_sample]
-        theirs = [a for a in own if a.dim() and a.shape[0] == 1]
+        # a sample alone has tables [1, ...], or (FLUX: one time, one plan) the stock tables [L, D] themselves
+        theirs = [a for a in own if a.dim() and a.shape[0] == 1] or [a.unsqueeze(0) for a in own]
         assert len(mine) == len(theirs) and all(torch.equal(m, a) for m, a in zip(mine, theirs))
 
 
@@ -170,21 +174,28 @@ def test_mixed_times_above_the_base_grid_compile_into_one_graph(family):
 
 @pytest.mark.parametrize("family", ["flux", "qwen-image"])
 def test_mixed_times_above_the_base_grid_are_refused_on_host_tensors(family):
-    # families with one table per call: one time would silently misplan the other samples
+    # one table per call (here: a processor set after patching, which has no per-sample copy): one time would
+    # silently misplan the other samples
     build, inputs, key, times = FAMILIES[family]
     model = build()
     with dype_rope.patch(model, base_grid=BASE):
+        attn = next(m for m in model.modules() if hasattr(m, "set_processor"))
+        attn.set_processor(type(attn.processor).__mro__[1]())  # the stock class of DyPE's per-sample copy
         with pytest.raises(ValueError, match="all samples of a batch must share one diffusion time where DyPE rescales"):
             run(model, batch_of(inputs(12, 16), times, key))
 
 
 def test_mixed_times_above_the_base_grid_never_use_the_first_sample_when_compiled():
     # where the times cannot be read for free (compiled, as on CUDA), the rescaled tables become NaN: loud,
-    # never the first sample's plan applied to all
+    # never the first sample's plan applied to all. FLUX plans per sample unless a processor it has no
+    # per-sample copy of is in the model: one set after patching makes it plan once per call.
+    from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+
     model = tiny_flux()
     x = batch_of(FLUX.inputs((12, 16), 1.0), (0.2, 0.8))
     torch._dynamo.reset()
     with dype_rope.patch(model, base_grid=BASE):
+        model.transformer_blocks[0].attn.set_processor(FluxAttnProcessor())
         compiled = torch.compile(model, backend=torch._dynamo.testing.CompileCounter(), fullgraph=True)
         out = run(compiled, x)
         assert torch.isnan(out).all()

@@ -41,7 +41,12 @@ def patched(**kwargs):
 
 
 def mixed_batch():
+    # FLUX plans per sample through its per-sample processors; a processor set after patching has none, so the
+    # call plans once and a mixed batch is refused
+    from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+
     model = patched()
+    model.transformer_blocks[0].attn.set_processor(FluxAttnProcessor())
     run(model, FLUX.inputs_at((12, 16), torch.tensor([250.0, 750.0]), batch=2))  # sigmas 0.25 and 0.75
 
 

@@ -199,16 +199,17 @@ def test_bad_timestep_is_named(model, t, message):
             run(model, **flux_inputs(12, 16, t=t))
 
 
-def test_batch_with_different_times_is_refused_on_host(model):
+def test_batch_with_different_times_gets_one_plan_per_sample(model):
     one = flux_inputs(12, 16, t=0.5)
     two = flux_inputs(12, 16, t=0.5, batch=2)
-    two.update(hidden_states=one["hidden_states"].repeat(2, 1, 1), timestep=torch.tensor([0.5, 0.25]),
+    two.update(hidden_states=one["hidden_states"].repeat(2, 1, 1), timestep=torch.tensor([0.25, 0.5]),
                encoder_hidden_states=one["encoder_hidden_states"].repeat(2, 1, 1),
                pooled_projections=one["pooled_projections"].repeat(2, 1))
     with dype_rope.patch(model, base_grid=(8, 8)):
-        with pytest.raises(ValueError, match="share one diffusion time"):
-            run(model, **two)
+        mixed = run(model, **two)
         two["timestep"] = torch.tensor([0.5, 0.5])
         batched = run(model, **two)
         single = run(model, **one)
     torch.testing.assert_close(batched, single.expand(2, -1, -1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mixed[1:], single, rtol=1e-5, atol=1e-6)  # sample 1 at its own time, 0.5
+    assert not torch.allclose(mixed[0], single[0], rtol=1e-3, atol=1e-3)
