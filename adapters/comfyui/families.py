@@ -130,4 +130,10 @@ FAMILIES: tuple[ComfyFamily, ...] = (
     ComfyFamily("omnigen2", ("comfy.ldm.omnigen.omnigen2.OmniGen2Transformer2DModel",
                              "comfy.ldm.boogu.model.BooguTransformer2DModel"), ("rope_embedder.rope_embedder",),
                 (1, 2), (64, 64), note="OmniGen2 and Boogu (1024 px)"),
+    # Ideogram 4: no rotary module; `_backbone` builds interleaved (t, h, w) multimodal tables from position_ids[0]
+    # and hands them to every block (ideogram4.py replaces `_backbone` and each block's forward). One token per
+    # Flux2 latent pixel (16 px); 2048 x 2048 px, the diffusers Ideogram4Pipeline's default size (ComfyUI sets none)
+    ComfyFamily("ideogram4", ("comfy.ldm.ideogram4.model.Ideogram4Transformer2DModel",), ("_backbone",), (1, 2),
+                (128, 128), patch=1, method="ideogram4", note="Ideogram 4 (2048 px)"),
 )
+
