@@ -253,3 +253,20 @@ def test_the_node_defaults_to_the_native_grid(comfy, patcher):
     assert wrapper.__self__.base_grid == (128, 128)
     # 127 x 3 tokens is inside the native grid: stock bit for bit
     assert torch.equal(sample(comfy, clone, 127, 3), sample(comfy, patcher, 127, 3))
+
+
+def test_compiled_model_keeps_stock_graph_count(comfy, patcher):
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+    from torch._dynamo.testing import CompileCounter
+
+    counts = []
+    for p in (patcher, dype(patcher)):
+        torch._dynamo.reset()
+        clone, counter = p.clone(), CompileCounter()
+        set_torch_compile_wrapper(clone, backend=counter)
+        eager = sample(comfy, p, 16, 12)
+        compiled = sample(comfy, clone, 16, 12)
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+        counts.append(counter.frame_count)
+    torch._dynamo.reset()
+    assert counts[0] >= 1 and counts[1] == counts[0], f"stock compiles to {counts[0]} graph(s), DyPE to {counts[1]}"
