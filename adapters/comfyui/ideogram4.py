@@ -205,7 +205,7 @@ class Ideogram4Adapter(ComfyAdapter):
         # each replacement shadows a method of the class as an instance attribute, undone by ComfyAdapter.install
         # (method rows); a DyPE wrapper already there means this instance is patched already
         for path in self.embedders():
-            if isinstance(self.model.get_submodule("").get_submodule(path.rpartition(".")[0]).__dict__.get(
-                    path.rpartition(".")[2]), (_Backbone, _Block)):
+            parent, _, attr = path.rpartition(".")
+            if isinstance(vars(self.model.get_submodule(parent)).get(attr), (_Backbone, _Block)):
                 raise RuntimeError(f"{type(self.model).__name__}.{path} is already a DyPE replacement")
         super().install()

@@ -270,3 +270,17 @@ def test_compiled_model_keeps_stock_graph_count(comfy, patcher):
         counts.append(counter.frame_count)
     torch._dynamo.reset()
     assert counts[0] >= 1 and counts[1] == counts[0], f"stock compiles to {counts[0]} graph(s), DyPE to {counts[1]}"
+
+
+def test_a_model_without_the_layout_is_refused_by_name(comfy):
+    from dype_rope.adapters.comfyui.ideogram4 import sections_of
+
+    dm = make_model().diffusion_model
+    dm.mrope_section = (6, 5, 9)  # w pairs would run past the 16 pairs of the head
+    with pytest.raises(TypeError, match=r"sections \(6, 5, 9\) do not fit the 16 pairs"):
+        sections_of(dm)
+    dm = make_model().diffusion_model
+    handle = dype_rope.patch(dm, base_grid=BASE)
+    with pytest.raises(RuntimeError, match="already"):
+        dype_rope.patch(dm, base_grid=BASE)
+    handle.remove()
