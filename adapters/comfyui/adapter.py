@@ -259,7 +259,8 @@ class ComfyAdapter(Adapter):
 
 
 def _adapter_for(family: ComfyFamily) -> type[ComfyAdapter]:
-    cls = type(f"Comfy{family.name.title().replace('_', '')}Adapter", (ComfyAdapter,), {})
+    base = OWN_ADAPTERS.get(family.name, ComfyAdapter)
+    cls = type(f"Comfy{family.name.title().replace('_', '')}Adapter", (base,), {})
     cls.family = family
     cls.name = f"comfyui-{family.name}"
     cls.rescaled_axes = family.id_axes
@@ -267,6 +268,11 @@ def _adapter_for(family: ComfyFamily) -> type[ComfyAdapter]:
     cls.__doc__ = f"ComfyUI {family.note or family.name}."
     return cls
 
+
+# rows whose replacement is not an embedder: their own ComfyAdapter subclass (imported here: it subclasses ComfyAdapter)
+from .ideogram4 import Ideogram4Adapter  # noqa: E402
+
+OWN_ADAPTERS: dict[str, type[ComfyAdapter]] = {"ideogram4": Ideogram4Adapter}
 
 ADAPTERS: dict[str, type[ComfyAdapter]] = {family.name: _adapter_for(family) for family in FAMILIES}
 

@@ -152,7 +152,7 @@ FAMILIES: tuple[ComfyFamily, ...] = (
                 (1, 2), (64, 64), note="OmniGen2 and Boogu (1024 px)"),
     # LTXV and LTX-2 build their video tables in a model method from pixel coordinates (adapters/comfyui/ltx.py):
     # (frame, row, col) coordinates, 32 px VAE tokens (patch 1). Native grid: 512 x 768 px, the default of
-    # ComfyUI's EmptyLTXVLatentVideo (and of diffusers' LTX2Pipeline); flow sigma. LTX-2's audio tables stay
+    # ComfyUI's EmptyLTXVLatentVideo (and of diffusers' LTX2Pipeline); flow sigma. LTX-2's audio tables stay stock
     ComfyFamily("ltxv", ("comfy.ldm.lightricks.model.LTXVModel",), ("_prepare_positional_embeddings",), (1, 2),
                 (16, 24), pixels_per_token=32, patch=1, method="ltx", note="LTXV (512 x 768 px)"),
     ComfyFamily("ltxav", ("comfy.ldm.lightricks.av_model.LTXAVModel",), ("_prepare_positional_embeddings",),
@@ -170,4 +170,9 @@ FAMILIES: tuple[ComfyFamily, ...] = (
                 (1, 2), (30, 45), when=("patch_size_t", None), method="cogvideox", id_scale=_cogvideox_id_scale,
                 time="timestep", sampling="ModelSamplingDiscrete", refusal=_cogvideox_refusal,
                 note="CogVideoX 1.0 5B (480 x 720 px); 2B refused (no RoPE)"),
+    # Ideogram 4: no rotary module; `_backbone` builds interleaved (t, h, w) multimodal tables from position_ids[0]
+    # and hands them to every block (ideogram4.py replaces `_backbone` and each block's forward). One token per
+    # Flux2 latent pixel (16 px); 2048 x 2048 px, the diffusers Ideogram4Pipeline's default size (ComfyUI sets none)
+    ComfyFamily("ideogram4", ("comfy.ldm.ideogram4.model.Ideogram4Transformer2DModel",), ("_backbone",), (1, 2),
+                (128, 128), patch=1, method="ideogram4", note="Ideogram 4 (2048 px)"),
 )
