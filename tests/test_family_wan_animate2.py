@@ -158,3 +158,32 @@ def test_enable_patches_the_transformer_and_keeps_the_fixed_shift():
         dype_rope.enable(pipe, 1600, 1280, shift="linear")
     handle.remove()
     assert not dype_rope.is_patched(pipe.transformer)
+
+
+def test_mixed_time_batches_are_refused_above_the_base_grid_and_stock_below_it():
+    """The tables carry no batch dimension (one per call, every sample rotated alike): one plan per call."""
+    model = tiny_wan_animate2()
+    above = WAN_ANIMATE2.inputs_at((2, 6, 7), torch.tensor([1000.0, 400.0]), batch=2)
+    below = WAN_ANIMATE2.inputs_at((2, 3, 4), torch.tensor([1000.0, 400.0]), batch=2)
+    ref = WAN_ANIMATE2.run(model, below)
+    with dype_rope.patch(model, base_grid=BASE):
+        assert torch.equal(WAN_ANIMATE2.run(model, below), ref)
+        with pytest.raises(ValueError, match="share one diffusion time"):
+            WAN_ANIMATE2.run(model, above)
+
+
+def test_a_kept_handle_lets_a_dropped_model_go_and_a_copy_is_refused():
+    import copy
+    import gc
+    import weakref
+
+    model = tiny_wan_animate2()
+    handle = dype_rope.patch(model, base_grid=BASE)
+    WAN_ANIMATE2.run(model, WAN_ANIMATE2.inputs((2, 6, 7), 0.5))
+    with pytest.raises(TypeError, match="deepcopy"):
+        copy.deepcopy(model)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None, "the kept handle kept the model alive"
+    assert not handle.active

@@ -94,7 +94,7 @@ def denoise_inputs(grid, batch=1, cond=None, seed=1, layers=1):
         kv_cache=kv_cache(batch, ref_frames * ref_rows * ref_cols, layers, g),
         kv_cache_mode="cached",
         seq_len=frames * rows * cols,
-        reference_grid_sizes=torch.tensor([[ref_frames, ref_rows, ref_cols]]),
+        reference_grid_sizes=torch.tensor([[ref_frames, ref_rows, ref_cols]] * batch),  # rope_apply: a row per sample
         origin_len=(ref_frames - 1) * 4 + 1,
         origin_area=[16 * rows, 16 * cols],
         return_dict=False,
