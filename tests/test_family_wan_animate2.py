@@ -187,3 +187,20 @@ def test_a_kept_handle_lets_a_dropped_model_go_and_a_copy_is_refused():
     gc.collect()
     assert ref() is None, "the kept handle kept the model alive"
     assert not handle.active
+
+
+def test_a_table_method_off_the_declared_layout_is_refused_and_leaves_no_cache_entry():
+    """A `_rope_freqs` that puts its rows one position later than the row declares (an instance wrapper here) is
+    refused at install with the difference named, and its probe's tables do not stay in the model's cache."""
+    model = tiny_wan_animate2()
+    stock = type(model)._rope_freqs
+
+    def shifted(offsets, device):
+        return stock(model, (offsets[0], offsets[1] + 1, offsets[2]), device)
+
+    model._rope_freqs = shifted
+    before = set(model.rope_freqs_cache)
+    with pytest.raises(TypeError, match="does not return plain RoPE"):
+        dype_rope.patch(model, base_grid=BASE)
+    assert set(model.rope_freqs_cache) == before and not dype_rope.is_patched(model)
+    assert vars(model)["_rope_freqs"] is shifted

@@ -63,18 +63,21 @@ class OwnTime:
         return self.method.describe()
 
     def install(self, adapter) -> None:
-        model = adapter.model
-        before = {name: set(getattr(model, name, {}) or {}) for name in self.caches}
-        install_method(self.method, adapter)
+        model, name = adapter.model, self.method.method
+        if isinstance(vars(model).get(name), EagerMethod):
+            raise RuntimeError(f"{type(model).__name__}.{name} is already a DyPE method (a copy of a patched model?)")
+        before = {cache: set(getattr(model, cache, None) or {}) for cache in self.caches}
+        try:
+            install_method(self.method, adapter)
+        finally:  # the probe's entries go, whether the row was accepted or refused
+            for cache, keys in before.items():
+                entries = getattr(model, cache, None)
+                if isinstance(entries, dict):
+                    for key in set(entries) - keys:
+                        del entries[key]
         if self.eager:
-            name = self.method.method
             setattr(model, name, EagerMethod(getattr(model, name)))  # install_method's undo takes it away
-        for name, keys in before.items():
-            cache = getattr(model, name, None)
-            if isinstance(cache, dict):
-                for key in set(cache) - keys:
-                    del cache[key]
-        readers = [argument_reader(model.forward, name) for name in self.inputs]
+        readers = [argument_reader(model.forward, arg) for arg in self.inputs]
 
         # registered after the method mechanism's own hook, so it runs after that hook has read the timestep
         def begin(args: tuple, kwargs: dict) -> None:
