@@ -8,7 +8,9 @@ import torch
 from dype_rope.pipelines import keep_scheduler_shift
 
 from ..mechanisms.grid import grid_positions
+from ..mechanisms.grid_complex import Complex
 from ..mechanisms.method import Method
+from ..mechanisms.method_own_time import OwnTime
 from ..table import Family, Time, register_family
 
 T = "diffusers.models.transformers."
@@ -120,3 +122,77 @@ keep_scheduler_shift(
     "diffusers.pipelines.joyimage.pipeline_joyimage_edit.JoyImageEditPipeline",
     "diffusers.pipelines.joyimage.pipeline_joyimage_edit_plus.JoyImageEditPlusPipeline",
 )
+
+# -- Wan Animate 2: the model method `_rope_freqs(offsets, device)` ------------------------------------------------
+
+# _rope_freqs builds every axis from rope_params(512, ...): 512 positions per axis, whatever the video's size
+WAN_ANIMATE2_TABLE_ROWS = 512
+
+
+def _wan_animate2_dims(model) -> list[int]:
+    """(frames, rows, cols) channels of the head dim d, as _rope_freqs splits it: d - 4 (d // 6), 2 (d // 6) twice."""
+    d = _head_dim(model.config.dim, model.config.num_heads)
+    return [d - 4 * (d // 6), 2 * (d // 6), 2 * (d // 6)]
+
+
+def _wan_animate2_positions(args) -> tuple:
+    """_rope_freqs(offsets, device): row i of the table holds position i + offset on every axis; the attention takes
+    rows [0, frames) (times the reference's stride), [0, rows) and [0, cols) of the axes' column blocks."""
+    i = torch.arange(WAN_ANIMATE2_TABLE_ROWS, dtype=torch.float64).unsqueeze(-1)
+    return (i + torch.tensor([float(o) for o in args["offsets"]], dtype=torch.float64),)
+
+
+def _wan_animate2_tokens(model, hidden_states) -> tuple[int, int, int]:
+    """(frames, rows, cols) of the call's first latent [C, T, H, W] in tokens: under "cached" the generated
+    segment (the reference only enters as cached keys); under "extract" the driving-video segment, which the
+    pipeline letterboxes to the generated video's height and width (it raises otherwise), so both passes of a
+    segment take one scale. Every sample of a call holds seq_len tokens, so the first stands for all."""
+    *_, t, h, w = hidden_states[0].shape
+    pt, ph, pw = model.config.patch_size
+    return t // pt, h // ph, w // pw
+
+
+def _wan_animate2_time(timestep, kv_cache_mode):
+    """The reference pass ("extract") is modulated at timestep 1 whatever it is handed (the model's
+    `timestep * 0 + 1`): its tables take that time too. The denoising steps ("cached") use the one passed."""
+    return timestep * 0 + 1 if kv_cache_mode == "extract" and isinstance(timestep, torch.Tensor) else None
+
+
+register_family(
+    Family(
+        name="wan_animate2",
+        classes=(T + "transformer_wan_animate_2.WanAnimate2Transformer3DModel",),
+        module="_rope_freqs",
+        # one complex128 table per call, for the generated segment (offsets 0, 0, 0) or the reference
+        # (refer_offset_*: by default frame 1, rows from 0, columns after the reference's width); the cached
+        # reference keys are stored before RoPE and rotated again with this call's reference table at every step
+        mechanism=OwnTime(
+            method=Method(
+                method="_rope_freqs",
+                axes_dims=_wan_animate2_dims,
+                theta=lambda model: 10000.0,  # rope_params' default, which _rope_freqs keeps
+                positions=_wan_animate2_positions,
+                inputs=("hidden_states",),
+                tokens=_wan_animate2_tokens,
+                probe=lambda model: dict(offsets=(1, 0, 3), device=model.patch_embedding.weight.device),
+                format=Complex(),
+            ),
+            inputs=("kv_cache_mode",),
+            own_time=_wan_animate2_time,
+            caches=("rope_freqs_cache",),
+            # dynamo skips the stock forward (it iterates lists, reads grid sizes with .item() / .tolist()), so
+            # under torch.compile the method is called from eager code
+            eager=True,
+        ),
+        # WanAnimate2Blocks' defaults: height 800 x width 640 px (a target area, the aspect taken from the
+        # reference image), Wan VAE 8 px x 2 x 2 patches
+        base_grid=(50, 40),
+        time=Time("timestep", divide_by=1000.0),  # the pipeline passes the scheduler's timestep (0 .. 1000)
+        temporal_axis=0,
+        title="Wan Animate 2",
+        note="_rope_freqs per offset, complex; the reference pass at the model's own timestep 1",
+    )
+)
+
+# WanAnimate2SegmentSchedulerResetStep calls scheduler.set_timesteps(num_inference_steps): no resolution shift.
+keep_scheduler_shift("diffusers.modular_pipelines.wan_animate_2.modular_pipeline.WanAnimate2ModularPipeline")
