@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from dype_rope.rope import RopePlan, check_axes_dims
-from dype_rope.pipelines import keep_scheduler_shift
 
 from .base import register_adapter
 from .parallel import swap_module
@@ -85,11 +84,3 @@ class HunyuanVideoAdapter(VideoAdapter):
         swap_module(self, "rope", DyPEHunyuanVideoRotaryPosEmbed(original, plan_of_call))
         self.hook_calls(self.capture("timestep"))
 
-
-# HunyuanVideo's pipelines keep the scheduler's fixed shift (retrieve_timesteps with sigmas, no mu): enable()
-# keeps it too, instead of turning on a dynamic shift the pipeline never uses.
-keep_scheduler_shift(
-    "diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video.HunyuanVideoPipeline",
-    "diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video.HunyuanVideoImageToVideoPipeline",
-    "diffusers.pipelines.hunyuan_video.pipeline_hunyuan_skyreels_image2video.HunyuanSkyreelsImageToVideoPipeline",
-)

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype
-from dype_rope.pipelines import keep_scheduler_shift, patch_also
 
 from .base import register_adapter
 from .parallel import swap_module
@@ -83,20 +82,3 @@ class WanAdapter(VideoAdapter):
 
             install_fused_attention(self)
 
-
-# Wan's pipelines set UniPC's flow_shift once (retrieve_timesteps without mu): a fixed, resolution-independent
-# shift that enable() keeps, as the pinned policy keeps the training size's schedule.
-WAN_PIPELINES = (
-    "diffusers.pipelines.wan.pipeline_wan.WanPipeline",
-    "diffusers.pipelines.wan.pipeline_wan_i2v.WanImageToVideoPipeline",
-    "diffusers.pipelines.wan.pipeline_wan_vace.WanVACEPipeline",
-    "diffusers.pipelines.wan.pipeline_wan_video2video.WanVideoToVideoPipeline",
-    "diffusers.pipelines.lucy.pipeline_lucy_edit.LucyEditPipeline",
-)
-keep_scheduler_shift(*WAN_PIPELINES)
-
-# Wan 2.2's two-expert pipelines denoise the steps above boundary_ratio with `transformer` and the rest with
-# `transformer_2`: enable() patches both, or the low-noise steps, where DyPE still rescales, would run stock.
-for _pipeline in WAN_PIPELINES:
-    if not _pipeline.endswith(".WanVideoToVideoPipeline"):  # the one Wan pipeline without a second expert
-        patch_also(_pipeline, "transformer_2")
