@@ -10,6 +10,7 @@ import torch._dynamo.testing
 import dype_rope
 from dype_rope.adapters.base import image_spans
 from families.angles_ernie import ERNIE_IMAGE
+from families.cogview4 import cogview4_inputs, tiny_cogview4
 from families.flux import FLUX, flux_img_ids, tiny_flux
 from families.hidream import HIDREAM, tiny_hidream
 from families.ltx2 import LTX2, tiny_ltx2
@@ -97,6 +98,8 @@ FAMILIES = {
     "sd3": (tiny_sd3, lambda h, w: SD3.inputs((h, w), 1.0), "timestep", (200.0, 800.0)),
     "ernie-image": (ERNIE_IMAGE.build, lambda h, w: ERNIE_IMAGE.inputs((h, w), 1.0), "timestep", (200.0, 800.0)),
     "ltx2": (tiny_ltx2, lambda h, w: LTX2.inputs((2, h, w), 1.0), "timestep", (200.0, 800.0)),
+    "cogview4": (tiny_cogview4, lambda h, w: {**cogview4_inputs((h, w)), "timestep": torch.tensor([1000.0])},
+                 "timestep", (200.0, 800.0)),
 }
 # families whose tables carry a batch dimension (the attribute of their position encoding): one plan per sample
 PER_SAMPLE = {
