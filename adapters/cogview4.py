@@ -73,7 +73,8 @@ def stock_processor_rotates_per_sample() -> str | None:
     as given its own tables [S, D]."""
     attn = CogView4TransformerBlock(dim=8, num_attention_heads=2, attention_head_dim=4, time_embed_dim=8).attn1
     g = torch.Generator().manual_seed(0)
-    inputs = dict(hidden_states=torch.randn(2, 6, 8, generator=g), encoder_hidden_states=torch.randn(2, 3, 8, generator=g))
+    inputs = dict(hidden_states=torch.randn(2, 6, 8, generator=g),
+                  encoder_hidden_states=torch.randn(2, 3, 8, generator=g))
     tables = [(torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)) for _ in range(2)]
     return rotates_per_sample(attn, attn.processor, attn.processor, inputs, tables, per_sample_tables)
 

@@ -51,13 +51,14 @@ def per_sample_processor_is_stock() -> str | None:
     [B, S, D] gives each sample, bit for bit, what the stock processor gives it with its own tables [S, D], and
     given shared tables it is the stock processor; with the text mask the model builds ([B, 1, 1, N])."""
     g = torch.Generator().manual_seed(0)
-    blocks = (HunyuanVideoTransformerBlock(2, 4, mlp_ratio=1.0), HunyuanVideoSingleTransformerBlock(2, 4, mlp_ratio=1.0))
+    blocks = (HunyuanVideoTransformerBlock(2, 4, mlp_ratio=1.0),  # dual stream: text projected on its own
+              HunyuanVideoSingleTransformerBlock(2, 4, mlp_ratio=1.0))  # single stream: text behind the video
     for block in blocks:
         attn = block.attn
         mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
         mask[1, ..., -1] = False  # the second sample's last text token is padding
-        inputs = dict(hidden_states=torch.randn(2, 6, 8, generator=g), encoder_hidden_states=torch.randn(2, 3, 8, generator=g),
-                      attention_mask=mask)
+        inputs = dict(hidden_states=torch.randn(2, 6, 8, generator=g),
+                      encoder_hidden_states=torch.randn(2, 3, 8, generator=g), attention_mask=mask)
         tables = [(torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)) for _ in range(2)]
         mine = copy.copy(attn.processor)
         mine.__class__ = PerSampleHunyuanVideoAttnProcessor

@@ -55,8 +55,10 @@ if HunyuanVideoAttnProcessor2_0 is not None:
             if image_rotary_emb is not None:
                 if joint:
                     text = encoder_hidden_states.shape[1]
-                    query = torch.cat([_rotate(query[:, :-text], image_rotary_emb, sequence_dim=1), query[:, -text:]], 1)
-                    key = torch.cat([_rotate(key[:, :-text], image_rotary_emb, sequence_dim=1), key[:, -text:]], 1)
+                    video_query = _rotate(query[:, :-text], image_rotary_emb, sequence_dim=1)
+                    video_key = _rotate(key[:, :-text], image_rotary_emb, sequence_dim=1)
+                    query = torch.cat([video_query, query[:, -text:]], dim=1)
+                    key = torch.cat([video_key, key[:, -text:]], dim=1)
                 else:
                     query = _rotate(query, image_rotary_emb, sequence_dim=1)
                     key = _rotate(key, image_rotary_emb, sequence_dim=1)

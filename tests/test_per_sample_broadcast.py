@@ -132,7 +132,8 @@ def test_a_stock_processor_that_no_longer_broadcasts_per_sample_is_caught_at_ins
 
     attn = cv4.CogView4TransformerBlock(dim=8, num_attention_heads=2, attention_head_dim=4, time_embed_dim=8).attn1
     g = torch.Generator().manual_seed(0)
-    inputs = dict(hidden_states=torch.randn(2, 6, 8, generator=g), encoder_hidden_states=torch.randn(2, 3, 8, generator=g))
+    inputs = dict(hidden_states=torch.randn(2, 6, 8, generator=g),
+                  encoder_hidden_states=torch.randn(2, 3, 8, generator=g))
     tables = [(torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)) for _ in range(2)]
     assert rotates_per_sample(attn, attn.processor, attn.processor, inputs, tables, adapter.per_sample_tables) is None
     broken = FirstSampleOnly()

@@ -14,7 +14,7 @@ from diffusers.models.transformers import transformer_hunyuan_video as hv
 import dype_rope
 from dype_rope.adapters import hunyuan_video as adapter
 from dype_rope.adapters.hunyuan_video_per_sample import PerSampleHunyuanVideoAttnProcessor
-from families.video import HUNYUAN_VIDEO, hunyuan_video_inputs, tiny_hunyuan_video
+from families.video import hunyuan_video_inputs, tiny_hunyuan_video
 
 TIMES = (300.0, 700.0)  # the pipeline's timesteps, 0 .. 1000
 GRID, BASE = (2, 6, 8), (4, 6)

@@ -94,7 +94,7 @@ def test_remove_leaves_the_instance_and_its_class_as_they_were():
     before = run(model, x, TIMES)
     handle = dype_rope.patch(model, base_grid=ZIMAGE.base)
     assert "_prepare_sequence" in vars(model) and ZImageTransformer2DModel._prepare_sequence is stock_method
-    assert not "_prepare_sequence" in vars(tiny_zimage())
+    assert "_prepare_sequence" not in vars(tiny_zimage())
     assert not torch.equal(run(model, x, TIMES), before)
     handle.remove()
     assert "_prepare_sequence" not in vars(model) and model.rope_embedder is embedder
@@ -109,3 +109,28 @@ def test_ids_that_do_not_match_the_models_sample_counts_are_an_error():
     for counts in (None, [4, 5], [10]):
         with pytest.raises(RuntimeError, match="cannot tell the samples apart"):
             per_sample_table(ids, plan, counts)
+
+
+def test_the_wrapped_method_neither_keeps_a_dropped_model_alive_nor_survives_copy_or_pickle():
+    import copy
+    import gc
+    import io
+    import weakref
+
+    model = tiny_zimage()
+    handle = dype_rope.patch(model, base_grid=ZIMAGE.base)
+    run(model, inputs_of_two(), TIMES)
+    with pytest.raises(TypeError, match="deepcopy of a model patched by dype_rope"):
+        copy.deepcopy(model)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        torch.save(model, io.BytesIO())
+    handle.remove()
+    torch.save(copy.deepcopy(model), io.BytesIO())  # unpatched: copies and pickles as usual
+
+    dropped = tiny_zimage()
+    kept = dype_rope.patch(dropped, base_grid=ZIMAGE.base)
+    run(dropped, inputs_of_two(), TIMES)
+    ref = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert ref() is None and kept is not None
