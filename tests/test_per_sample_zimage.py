@@ -134,3 +134,19 @@ def test_the_wrapped_method_neither_keeps_a_dropped_model_alive_nor_survives_cop
     del dropped
     gc.collect()
     assert ref() is None and kept is not None
+
+
+def test_omni_mode_a_mixed_batch_equals_each_sample_alone():
+    # per sample: a conditioning latent of its own size, the generated latent, captions, SigLIP features; three
+    # embedder calls per model call, each over both samples' ids
+    from families.zimage import zimage_omni_inputs
+
+    model = tiny_zimage(siglip_feat_dim=8)
+    a, b = zimage_omni_inputs(4, 6, (10, 10), seed=1), zimage_omni_inputs(4, 6, (8, 6), seed=2)
+    x = {k: a[k] + b[k] for k in ("x", "cap_feats", "siglip_feats", "image_noise_mask")}
+    with dype_rope.patch(model, base_grid=(2, 3)):
+        mixed = run(model, x, TIMES)
+        alone = [run(model, sample(x, i), (t,)) for i, t in enumerate(TIMES)]
+    assert not torch.allclose(alone[0], alone[1])
+    for i, own in enumerate(alone):
+        torch.testing.assert_close(mixed[i : i + 1], own, rtol=1e-5, atol=1e-5)
