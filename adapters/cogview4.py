@@ -14,6 +14,13 @@ i * R / n, without the floor); Dy-PI, NTK, YaRN and the Dy- variants are DyPE on
 scale. An axis that is not rescaled keeps the stock lookup floor(i * R / n), and when no axis is rescaled the
 stock module itself runs, bit for bit.
 
+A batch may mix diffusion times: the stock processor indexes the tables `cos[None, None, :, :]`, so tables
+[B, 1, S, D] become [1, 1, B, 1, S, D] and rotate the query [B, H, S, D] sample by sample, every element by
+the stock expression on the same operands; the slice assignment that stores the result drops the two
+leading ones. Nothing in the processor is replaced. The shape is checked at install against the stock
+processor on a tiny block (per_sample.py), and each call plans per sample only while every processor of the
+model is that stock one; otherwise it plans once per call and a mixed batch is refused.
+
 The diffusion time is the model's `timestep` argument over 1000. CogView4's pipeline passes the unshifted
 timesteps (it hands the scheduler shifted sigmas separately), so t is the time before the resolution shift.
 """
@@ -26,14 +33,20 @@ import torch
 from torch import Tensor, nn
 
 from dype_rope.rope import check_axes_dims, freq_dtype, rope_tables
-from dype_rope.timestep import diffusion_time
+from dype_rope.timestep import diffusion_time, diffusion_times
 
 from .base import Adapter, register_adapter, spans_on
+from .per_sample import probed, processors_hold, rotates_per_sample
 
 try:  # diffusers is optional: without it the adapter simply never matches
-    from diffusers.models.transformers.transformer_cogview4 import CogView4RotaryPosEmbed, CogView4Transformer2DModel
+    from diffusers.models.transformers.transformer_cogview4 import (
+        CogView4AttnProcessor,
+        CogView4RotaryPosEmbed,
+        CogView4Transformer2DModel,
+        CogView4TransformerBlock,
+    )
 except ImportError:  # pragma: no cover - exercised only without diffusers
-    CogView4RotaryPosEmbed = CogView4Transformer2DModel = None
+    CogView4AttnProcessor = CogView4RotaryPosEmbed = CogView4Transformer2DModel = CogView4TransformerBlock = None
 
 COGVIEW4_TIMESTEP_RANGE = 1000.0
 
@@ -45,6 +58,35 @@ def axis_positions(n: int, table: int, base: int, rescaled: bool, dtype: torch.d
     if rescaled:
         return i.to(dtype) * (table / base)
     return (i * table // n).to(dtype)
+
+
+def per_sample_tables(tables):
+    """Per-sample (cos, sin), each [B, S, D] (or a list of B pairs [S, D]), as the stock processor broadcasts
+    them sample by sample: [B, 1, S, D]."""
+    if isinstance(tables, list):
+        tables = [torch.stack(t) for t in zip(*tables)]
+    return tuple(t.unsqueeze(1) for t in tables)
+
+
+def stock_processor_rotates_per_sample() -> str | None:
+    """The probe: a tiny CogView4 block's stock processor given tables [B, 1, S, D] rotates each sample exactly
+    as given its own tables [S, D]."""
+    attn = CogView4TransformerBlock(dim=8, num_attention_heads=2, attention_head_dim=4, time_embed_dim=8).attn1
+    g = torch.Generator().manual_seed(0)
+    inputs = dict(hidden_states=torch.randn(2, 6, 8, generator=g),
+                  encoder_hidden_states=torch.randn(2, 3, 8, generator=g))
+    tables = [(torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)) for _ in range(2)]
+    return rotates_per_sample(attn, attn.processor, attn.processor, inputs, tables, per_sample_tables)
+
+
+_PROBED: dict[type, bool] = {}
+
+
+def stock_takes_per_sample_tables() -> bool:
+    """Probed once per process (the probe checks diffusers' code, not a model)."""
+    if CogView4AttnProcessor not in _PROBED:
+        _PROBED[CogView4AttnProcessor] = probed("CogView4", stock_processor_rotates_per_sample)
+    return _PROBED[CogView4AttnProcessor]
 
 
 class DyPECogView4RotaryPosEmbed(nn.Module):
@@ -88,6 +130,8 @@ class CogView4Adapter(Adapter):
         table = tuple(int(r) for r in original.rope_axes_dim)
         theta = float(original.theta)
         base_lens = tuple(float(r) for r in table)  # the base image spans the whole table
+        hold = processors_hold(model, (CogView4AttnProcessor,)) if stock_takes_per_sample_tables() else (lambda: False)
+
         def tables(h: int, w: int, hidden_states: Tensor) -> tuple[Tensor, Tensor] | None:
             ratios = [h / self.base_grid[0], w / self.base_grid[1]]
             if self.aspect == "isotropic":
@@ -106,9 +150,15 @@ class CogView4Adapter(Adapter):
             positions = torch.stack(
                 [rows.unsqueeze(1).expand(h, w), cols.unsqueeze(0).expand(h, w)], dim=-1
             ).reshape(h * w, 2)
-            t = diffusion_time(step.timestep, divide_by=COGVIEW4_TIMESTEP_RANGE, dtype=dtype, device=device)
+            # one plan per sample where the batch has several times (a shape test, fixed when compiled) and every
+            # processor is the probed stock one; else one for the call, the stock tables' own shape [S, D]
+            ts = step.timestep
+            several = isinstance(ts, Tensor) and ts.dim() > 0 and ts.numel() > 1 and hold()
+            times = diffusion_times if several else diffusion_time
+            t = times(ts, divide_by=COGVIEW4_TIMESTEP_RANGE, dtype=dtype, device=device)
             plan = self.plan_step(t, spans_on((h, w), dtype, device), axes_dims, theta, base_lens)
-            return rope_tables(positions, plan, "half")
+            out = rope_tables(positions, plan, "half")
+            return per_sample_tables(out) if several else out
 
         model.rope = DyPECogView4RotaryPosEmbed(original, tables)
         self.on_remove(lambda: setattr(model, "rope", original))

@@ -18,16 +18,29 @@ Nothing global changes: the library module, its functions and its processor clas
 patched model's attention modules hold the new processors, and remove() puts back each original processor
 (where the module still holds DyPE's: a processor the user set afterwards is left alone). The per-class
 subclass is built once and cached, so a compiled model sees the same class every call.
+
+A second route serves processors that import their rotary function inside `__call__` (CogView4,
+HunyuanVideo: `from ..embeddings import apply_rotary_emb`), which no private copy of the module globals can
+reach (and a private `__import__` would not survive torch.compile, which resolves imports itself). There the
+family hands the processor per-sample tables in a shape the stock code already broadcasts sample by sample,
+or installs a processor of its own; either way :func:`rotates_per_sample` checks it at install, on a tiny
+module of the stock class, against the stock processor given each sample's own tables, bit for bit, and
+:func:`processors_hold` checks per call that the model still holds only processors so checked. A diffusers
+release that changes the stock code fails the probe: the family then plans once per call (a mixed batch is
+refused, as before), never diverging silently.
 """
 
 from __future__ import annotations
 
 import copy
 import types
+import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves
 
 from .base import argument_reader
 
@@ -137,3 +150,58 @@ def install_per_sample_processors(adapter, processors: dict[type, Rotary]) -> Ca
         return bool(swapped) and not others and all(m.processor is p for m, p in swapped)
 
     return all_per_sample
+
+
+# -- the second route: per-sample tables the processor broadcasts itself, probed at install ---------------------
+
+
+def rotates_per_sample(
+    attn: nn.Module,
+    mine: Callable,
+    stock: Callable,
+    inputs: dict,
+    tables: Sequence[tuple[Tensor, Tensor]],
+    batched: Callable[[Sequence[tuple[Tensor, Tensor]]], object],
+) -> str | None:
+    """None where `mine(attn, **inputs, image_rotary_emb=batched(tables))` gives, for every sample b, bit for bit
+    what `stock` gives sample b with its own tables[b] (the same batch, so the projections are the same GEMMs),
+    and where `mine` given shared tables is bit for bit `stock`; else what differed. The inputs carry one sample
+    per entry of `tables`, each sample's tables [S, D] in the stock format."""
+    with torch.no_grad():
+        mixed = tree_leaves(mine(attn, **inputs, image_rotary_emb=batched(tables)))
+        for b, own in enumerate(tables):
+            theirs = tree_leaves(stock(attn, **inputs, image_rotary_emb=own))
+            if len(theirs) != len(mixed) or not all(torch.equal(m[b], a[b]) for m, a in zip(mixed, theirs)):
+                return f"sample {b} of a batch given per-sample tables differs from the stock processor given its own"
+            shared = tree_leaves(mine(attn, **inputs, image_rotary_emb=own))
+            if not all(torch.equal(m, a) for m, a in zip(shared, theirs, strict=True)):
+                return "given tables shared by the batch it differs from the stock processor"
+    return None
+
+
+def probed(family: str, probe: Callable[[], str | None]) -> bool:
+    """Run `probe` (a rotates_per_sample check on a tiny stock module) without touching the global random
+    state; on a mismatch warn once and return False: the family then plans once per call."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        failure = probe()
+    if failure is not None:
+        warnings.warn(
+            f"dype_rope: {family}'s stock attention processor no longer matches what DyPE's per-sample tables rely "
+            f"on ({failure}); this install plans once per call, and a batch mixing diffusion times above the base "
+            "grid is refused",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return failure is None
+
+
+def processors_hold(model: nn.Module, classes: tuple[type, ...]) -> Callable[[], bool]:
+    """A check, cheap and host-only, that every attention processor of `model` is of one of `classes` (by exact
+    class): a processor set later (an IP-Adapter's, a training processor) takes shared tables only."""
+    modules = [m for m in model.modules() if hasattr(m, "set_processor") and getattr(m, "processor", None) is not None]
+
+    def hold() -> bool:
+        return bool(modules) and all(type(m.processor) in classes for m in modules)
+
+    return hold

@@ -5,8 +5,10 @@ torch.compile. A CUDA timestep is trusted as it is; reading its value would stal
 
 A batch may carry one time per sample (diffusers' model tests, training, batched serving). At or below the
 base grid nothing depends on t, so any batch passes through. Above it, families whose attention takes tables
-with a batch dimension (HiDream, Lumina2, Wan, SD3, EmbedND, the ComfyUI families) build one plan per sample
-from :func:`diffusion_times`; the others build one plan per call from :func:`diffusion_time`, which gives NaN
+with a batch dimension (HiDream, Lumina2, Wan, SD3, EmbedND, the ComfyUI families), or is given per-sample
+copies of its processors or a per-sample route of its own (FLUX, FLUX.2, Qwen-Image, CogView4, HunyuanVideo,
+Z-Image: adapters/per_sample.py), build one plan per sample from :func:`diffusion_times`; the others, and those
+whose per-sample route does not hold in a call, build one plan per call from :func:`diffusion_time`, which gives NaN
 for a batch whose samples differ: the schedules ignore t on axes they do not rescale, so the NaN reaches only
 rescaled tables, and an adapter that can read the values for free (host tensors) refuses the batch with
 :data:`MIXED_TIMES` instead.

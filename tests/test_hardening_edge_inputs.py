@@ -10,6 +10,7 @@ import torch._dynamo.testing
 import dype_rope
 from dype_rope.adapters.base import image_spans
 from families.angles_ernie import ERNIE_IMAGE
+from families.cogview4 import cogview4_inputs, tiny_cogview4
 from families.flux import FLUX, flux_img_ids, tiny_flux
 from families.hidream import HIDREAM, tiny_hidream
 from families.ltx2 import LTX2, tiny_ltx2
@@ -17,7 +18,7 @@ from families.lumina2 import LUMINA2, tiny_lumina2
 from families.qwen_image import QWEN_IMAGE, tiny_qwen_image
 from families.row import encoding_calls
 from families.sd3 import SD3, tiny_sd3
-from families.video import WAN, tiny_wan
+from families.video import WAN, hunyuan_video_inputs, tiny_hunyuan_video, tiny_wan
 from torch.utils._pytree import tree_leaves
 
 BASE = (8, 8)
@@ -97,12 +98,17 @@ FAMILIES = {
     "sd3": (tiny_sd3, lambda h, w: SD3.inputs((h, w), 1.0), "timestep", (200.0, 800.0)),
     "ernie-image": (ERNIE_IMAGE.build, lambda h, w: ERNIE_IMAGE.inputs((h, w), 1.0), "timestep", (200.0, 800.0)),
     "ltx2": (tiny_ltx2, lambda h, w: LTX2.inputs((2, h, w), 1.0), "timestep", (200.0, 800.0)),
+    "cogview4": (tiny_cogview4, lambda h, w: {**cogview4_inputs((h, w)), "timestep": torch.tensor([1000.0])},
+                 "timestep", (200.0, 800.0)),
+    "hunyuan_video": (tiny_hunyuan_video, lambda h, w: {**hunyuan_video_inputs((2, h, w)), "timestep": torch.tensor([1000.0])},
+                      "timestep", (200.0, 800.0)),
 }
 # families whose tables carry a batch dimension (the attribute of their position encoding): one plan per sample
 PER_SAMPLE = {
     "lumina2": "rope_embedder", "hidream": "pe_embedder", "wan": "rope", "sd3": "pos_embed", "flux": "pos_embed",
     "qwen-image": "pos_embed", "ltx2": "rope",
     "ernie-image": "pos_embed",  # angles [B, L, 1, D]; the attention factor per sample in the processor
+    "hunyuan_video": "rope",  # tables [B, F*H*W, D] through per-sample copies of its stock processors
 }
 
 
