@@ -13,6 +13,7 @@ owned by one patch, so two patches never share it.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 
 from dype_rope.rope import RopePlan
+from dype_rope.timestep import MIXED_TIMES, host_readable
 
 
 @dataclass
@@ -65,3 +67,22 @@ def plan_of(call: ComfyCall, device: torch.device, build: Callable[[ComfyCall, t
     if plan is None:
         plan = call.plans[device] = build(call, device)
     return plan
+
+
+def one_plan_for_the_call(call: ComfyCall, plan: RopePlan) -> RopePlan:
+    """The first sample's plan, for tables without a batch axis. ComfyUI's samplers give every sample of a model
+    call one sigma; a direct call whose samples sit at different sigmas cannot be served by one table, so it is
+    refused where the sigmas are free to read (MIXED_TIMES), and otherwise (on a GPU, under compile) the rescaled
+    pairs become NaN, decided on the device with no host sync, rather than silently taking the first sample's."""
+    sigma = call.sigma.reshape(-1)
+    if sigma.numel() == 1:
+        return RopePlan(plan.inv_freq[:1], plan.mscale[:1], plan.pair_axis)
+    if host_readable(sigma) and bool((sigma != sigma[0]).any()):
+        raise ValueError(MIXED_TIMES)
+    mixed = (sigma != sigma[:1]).any().to(plan.inv_freq.device)
+    inv_freq, mscale = plan.inv_freq[:1], plan.mscale[:1]
+    return RopePlan(
+        torch.where(mixed, torch.full_like(inv_freq, math.nan), inv_freq),
+        torch.where(mixed, torch.full_like(mscale, math.nan), mscale),
+        plan.pair_axis,
+    )

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from dype_rope.rope import RopePlan, rope_tables
 
-from .call import CallState, ComfyCall, call_in_flight, plan_of
+from .call import CallState, ComfyCall, call_in_flight, one_plan_for_the_call, plan_of
 
 THETA = 10000.0  # _get_1d_rotary_pos_embed's default, which _get_rotary_emb never overrides
 
@@ -91,7 +91,7 @@ class DyPECogVideoXEmbed:
         if not call.axes:
             return cos, sin
         plan = plan_of(call, cos.device, self._build_plan)
-        plan = RopePlan(plan.inv_freq[:1], plan.mscale[:1], plan.pair_axis)  # no batch axis: one plan per call
+        plan = one_plan_for_the_call(call, plan)  # the tables have no batch axis
         ours_cos, ours_sin = rope_tables(grid_positions(h, w, t, self._step, cos.device, plan.inv_freq.dtype), plan)
         keep = torch.ones_like(plan.pair_axis, dtype=torch.bool)
         for axis in call.axes:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from dype_rope.rope import RopePlan
 from dype_rope.rope_formats import rotation_matrices
 
-from .call import CallState, ComfyCall, call_in_flight, plan_of
+from .call import CallState, ComfyCall, call_in_flight, one_plan_for_the_call, plan_of
 
 
 def joyimage(model: nn.Module) -> tuple[tuple[int, ...], float]:
@@ -65,8 +65,7 @@ class DyPEComponentsEmbed:
         if not call.axes:
             return stock
         plan = plan_of(call, stock.device, self._build_plan)
-        # no batch axis in the tables: the first sample's plan (one sigma per ComfyUI model call)
-        plan = RopePlan(plan.inv_freq[:1], plan.mscale[:1], plan.pair_axis)
+        plan = one_plan_for_the_call(call, plan)  # the tables have no batch axis
         ours = rotation_matrices(component_ids(component_sizes, stock.device).unsqueeze(0), plan)
         keep = torch.ones_like(plan.pair_axis, dtype=torch.bool)
         for axis in call.axes:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from dype_rope.rope import RopePlan
 from dype_rope.rope_formats import rotation_matrices
 
-from .call import CallState, ComfyCall, call_in_flight, plan_of
+from .call import CallState, ComfyCall, call_in_flight, one_plan_for_the_call, plan_of
 
 
 def cosmos_rope3d(module: nn.Module) -> tuple[tuple[int, ...], float]:
@@ -65,9 +65,7 @@ class DyPEGridEmbed(nn.Module):
         if not call.axes:
             return stock
         plan = plan_of(call, stock.device, self._build_plan)
-        # the tables have no batch axis: one plan for the call, the first sample's (ComfyUI's samplers give every
-        # sample of a model call the same sigma)
-        plan = RopePlan(plan.inv_freq[:1], plan.mscale[:1], plan.pair_axis)
+        plan = one_plan_for_the_call(call, plan)  # the tables have no batch axis
         _, t, h, w = x.shape[:4]
         grid = torch.meshgrid(*(torch.arange(n, device=stock.device, dtype=torch.float32) for n in (t, h, w)),
                               indexing="ij")

@@ -303,3 +303,51 @@ def test_two_threads_calling_one_patched_model_keep_their_own_calls(comfy):
     for name, (out, table) in alone.items():
         assert torch.equal(tables[name], table), name
         assert torch.equal(outputs[name], out), name
+
+
+# -- one table for the call (rows whose tables have no batch axis: Cosmos, JoyImage, CogVideoX) ----------------------
+
+def _plan(batch: int) -> "RopePlan":
+    from dype_rope.rope import RopePlan
+
+    g = torch.Generator().manual_seed(5)
+    inv = torch.rand(batch, 6, generator=g, dtype=torch.float64)
+    return RopePlan(inv, 1 + inv, torch.tensor([0, 0, 1, 1, 2, 2]))
+
+
+def test_one_table_for_the_call_takes_the_samples_shared_sigma():
+    from dype_rope.adapters.comfyui.call import ComfyCall, one_plan_for_the_call
+
+    plan = _plan(2)
+    got = one_plan_for_the_call(ComfyCall(torch.tensor([0.7, 0.7]), (1.0, 2.0, 2.0), (1, 2)), plan)
+    assert torch.equal(got.inv_freq, plan.inv_freq[:1]) and torch.equal(got.mscale, plan.mscale[:1])
+
+
+def test_one_table_for_the_call_refuses_samples_at_different_sigmas():
+    """Read on the host where that is free: a ValueError naming the problem, never the first sample's table."""
+    from dype_rope.adapters.comfyui.call import ComfyCall, one_plan_for_the_call
+
+    with pytest.raises(ValueError, match="share one diffusion time"):
+        one_plan_for_the_call(ComfyCall(torch.tensor([0.9, 0.4]), (1.0, 2.0, 2.0), (1, 2)), _plan(2))
+
+
+def test_one_table_for_the_call_gives_nan_for_mixed_sigmas_without_reading_them():
+    """Under compile (as on a GPU) the sigmas are never read on the host: a mixed call's plan is NaN, decided on
+    the device in one graph; a uniform call's is the first sample's."""
+    import torch._dynamo.testing
+
+    from dype_rope.adapters.comfyui.call import ComfyCall, one_plan_for_the_call
+
+    plan = _plan(2)
+
+    def first(sigma):
+        got = one_plan_for_the_call(ComfyCall(sigma, (1.0, 2.0, 2.0), (1, 2)), plan)
+        return got.inv_freq, got.mscale
+
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(first, backend=counter, fullgraph=True)
+    inv, mscale = compiled(torch.tensor([0.9, 0.4]))
+    assert inv.isnan().all() and mscale.isnan().all()
+    inv, mscale = compiled(torch.tensor([0.6, 0.6]))
+    assert torch.equal(inv, plan.inv_freq[:1]) and torch.equal(mscale, plan.mscale[:1])
+    assert counter.frame_count == 1
