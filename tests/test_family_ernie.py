@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 import dype_rope
 from families.angles_ernie import ERNIE_IMAGE as ROW
-from families.angles_ernie import TEXT
 from families.row import RopeLayout
 
 

@@ -11,7 +11,7 @@ import torch
 
 import dype_rope
 from families.row import TablesArgument, complex_pairs, encoding_calls
-from families.wan_animate2 import LATENT, WAN_ANIMATE2, denoise_inputs, table_positions, tiny_wan_animate2
+from families.wan_animate2 import LATENT, WAN_ANIMATE2, table_positions, tiny_wan_animate2
 from reference_dype import axis_ratios, rope_pairs
 
 BASE = (3, 4)

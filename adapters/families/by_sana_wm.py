@@ -11,7 +11,6 @@ its first pairs of each axis (_slice_rope_for_cam), so it follows DyPE's tables 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from dype_rope.pipelines import keep_scheduler_shift

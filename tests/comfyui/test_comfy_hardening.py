@@ -307,7 +307,7 @@ def test_two_threads_calling_one_patched_model_keep_their_own_calls(comfy):
 
 # -- one table for the call (rows whose tables have no batch axis: Cosmos, JoyImage, CogVideoX) ----------------------
 
-def _plan(batch: int) -> "RopePlan":
+def _plan(batch: int):
     from dype_rope.rope import RopePlan
 
     g = torch.Generator().manual_seed(5)
