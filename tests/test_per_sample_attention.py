@@ -15,6 +15,7 @@ import dype_rope
 from dype_rope.adapters.per_sample import Rotary, per_sample_rotary
 from families.flux import CHROMA, FLUX, FLUX2
 from families.qwen_image import QWEN_IMAGE
+from per_sample_checks import assert_one_graph_across_times
 
 ROWS = {row.name: row for row in (FLUX, CHROMA, FLUX2, QWEN_IMAGE)}
 # where each family's per-sample tables carry the batch: FLUX.2 concatenates text and image tables on axis 0
@@ -100,15 +101,7 @@ def test_one_compiled_graph_whatever_the_times(name):
     row = ROWS[name]
     model = row.build()
     pairs = ((200.0, 800.0), (800.0, 200.0), (200.0, 200.0))
-    torch._dynamo.reset()
-    counter = torch._dynamo.testing.CompileCounter()
-    with dype_rope.patch(model, base_grid=row.base):
-        eager = [run(model, batch_of(row, row.above, p)) for p in pairs]
-        compiled = torch.compile(model, backend=counter, fullgraph=True)
-        for p, want in zip(pairs, eager):
-            torch.testing.assert_close(run(compiled, batch_of(row, row.above, p)), want, rtol=1e-6, atol=1e-6)
-    torch._dynamo.reset()
-    assert counter.frame_count == 1
+    assert_one_graph_across_times(model, lambda m, p: run(m, batch_of(row, row.above, p)), pairs, row.base)
 
 
 def test_remove_restores_the_processors_and_nothing_global_changes():

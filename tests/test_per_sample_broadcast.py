@@ -16,6 +16,7 @@ from dype_rope.adapters import cogview4 as adapter
 from dype_rope.adapters.per_sample import rotates_per_sample
 from families.cogview4 import COGVIEW4, cogview4_inputs, tiny_cogview4
 from families.tiny import tiny
+from per_sample_checks import assert_one_graph_across_times
 
 TIMES = (200.0, 800.0)  # CogView4's pipeline passes timesteps in 0 .. 1000
 
@@ -84,15 +85,7 @@ def test_one_compiled_graph_whatever_the_times():
     model = tiny_cogview4()
     x = cogview4_inputs(COGVIEW4.above, batch=2)
     pairs = (TIMES, TIMES[::-1], (200.0, 200.0))
-    torch._dynamo.reset()
-    counter = torch._dynamo.testing.CompileCounter()
-    with dype_rope.patch(model, base_grid=COGVIEW4.base):
-        eager = [run(model, x, p) for p in pairs]
-        compiled = torch.compile(model, backend=counter, fullgraph=True)
-        for p, want in zip(pairs, eager):
-            torch.testing.assert_close(run(compiled, x, p), want, rtol=1e-6, atol=1e-6)
-    torch._dynamo.reset()
-    assert counter.frame_count == 1
+    assert_one_graph_across_times(model, lambda m, p: run(m, x, p), pairs, COGVIEW4.base)
 
 
 def test_nothing_global_changes_and_remove_restores_the_model(monkeypatch):

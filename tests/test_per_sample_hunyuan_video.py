@@ -15,6 +15,7 @@ import dype_rope
 from dype_rope.adapters import hunyuan_video as adapter
 from dype_rope.adapters.hunyuan_video_per_sample import PerSampleHunyuanVideoAttnProcessor
 from families.video import hunyuan_video_inputs, tiny_hunyuan_video
+from per_sample_checks import assert_one_graph_across_times
 
 TIMES = (300.0, 700.0)  # the pipeline's timesteps, 0 .. 1000
 GRID, BASE = (2, 6, 8), (4, 6)
@@ -81,15 +82,7 @@ def test_at_or_below_the_base_grid_any_batch_is_the_stock_model(times):
 def test_one_compiled_graph_whatever_the_times():
     model, x = tiny_hunyuan_video(), inputs_of_two()
     pairs = (TIMES, TIMES[::-1], (500.0, 500.0))
-    torch._dynamo.reset()
-    counter = torch._dynamo.testing.CompileCounter()
-    with dype_rope.patch(model, base_grid=BASE):
-        eager = [run(model, x, p) for p in pairs]
-        compiled = torch.compile(model, backend=counter, fullgraph=True)
-        for p, want in zip(pairs, eager):
-            torch.testing.assert_close(run(compiled, x, p), want, rtol=1e-6, atol=1e-6)
-    torch._dynamo.reset()
-    assert counter.frame_count == 1
+    assert_one_graph_across_times(model, lambda m, p: run(m, x, p), pairs, BASE)
 
 
 def test_remove_restores_the_processors_and_nothing_global_changes(monkeypatch):

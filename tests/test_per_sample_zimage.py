@@ -16,6 +16,7 @@ from dype_rope.adapters.zimage import per_sample_table
 from dype_rope.rope import RopePlan
 from families.row import encoding_calls
 from families.zimage import ZIMAGE, tiny_zimage, zimage_inputs
+from per_sample_checks import assert_one_graph_across_times
 
 TIMES = (0.3, 0.7)  # what the pipeline passes: (1000 - timestep) / 1000, 0 = noise
 
@@ -77,15 +78,7 @@ def test_at_or_below_the_base_grid_any_batch_is_the_stock_model(times):
 def test_one_compiled_graph_whatever_the_times():
     model, x = tiny_zimage(), zimage_inputs(ZIMAGE.above, batch=2)
     pairs = (TIMES, TIMES[::-1], (0.5, 0.5))
-    torch._dynamo.reset()
-    counter = torch._dynamo.testing.CompileCounter()
-    with dype_rope.patch(model, base_grid=ZIMAGE.base):
-        eager = [run(model, x, p) for p in pairs]
-        compiled = torch.compile(model, backend=counter, fullgraph=True)
-        for p, want in zip(pairs, eager):
-            torch.testing.assert_close(run(compiled, x, p), want, rtol=1e-6, atol=1e-6)
-    torch._dynamo.reset()
-    assert counter.frame_count == 1
+    assert_one_graph_across_times(model, lambda m, p: run(m, x, p), pairs, ZIMAGE.base)
 
 
 def test_remove_leaves_the_instance_and_its_class_as_they_were():
