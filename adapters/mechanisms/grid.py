@@ -159,15 +159,21 @@ def probe(grid: Grid, module: nn.Module, axes_dims: Sequence[int], theta: float)
             positions = grid.positions(module, args, kwargs)
     except Exception as err:
         raise TypeError(f"{name} cannot be called as its family row declares: {err}") from err
+    check_plain_rope(name, out, positions, axes_dims, theta, grid.format, "module")
+
+
+
+def check_plain_rope(name: str, out: Any, positions: Tensor, axes_dims, theta: float, fmt, what: str) -> None:
+    """Refuse a stock `what` (module, method) whose output `out` on `positions` is not plain RoPE with `theta` and
+    `axes_dims` in the format `fmt`: its family row would not describe it."""
     plan = plain_plan(axes_dims, theta, device=positions.device)
     cos, sin = pair_tables(positions, plan)
-    ok, why = grid.format.matches(out, cos, sin)
+    ok, why = fmt.matches(out, cos, sin)
     if not ok:
         raise TypeError(
             f"{name} does not return plain RoPE with theta={theta}, axes {list(axes_dims)} in the format "
-            f"{grid.format} on the row's positions ({why}); its family row does not describe this module"
+            f"{fmt} on the row's positions ({why}); its family row does not describe this {what}"
         )
-
 
 def install_grid(grid: Grid, adapter) -> None:
     """Swap the row's module for a DyPEGridRope driven by this adapter's calls."""

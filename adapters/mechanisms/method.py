@@ -33,7 +33,7 @@ from dype_rope.rope import RopePlan, check_axes_dims, freq_dtype, plain_plan
 from dype_rope.timestep import diffusion_time, diffusion_times
 
 from ..base import argument_reader, spans_on
-from .grid import pair_tables
+from .grid import check_plain_rope, pair_tables
 from .grid_formats import CosSin, Format
 
 Arguments = dict[str, Any]
@@ -163,14 +163,7 @@ def probe(
             raise TypeError(f"{name} returns {'no' if part is None else 'a'} table where its family row expects the other")
         if part is None:
             continue
-        plan = plain_plan(axes_dims, theta, device=pos.device)
-        cos, sin = pair_tables(pos, plan)
-        ok, why = row.format.matches(part, cos, sin)
-        if not ok:
-            raise TypeError(
-                f"{name} does not return plain RoPE with theta={theta}, axes {list(axes_dims)} in the format "
-                f"{row.format} on the row's positions ({why}); its family row does not describe this method"
-            )
+        check_plain_rope(name, part, pos, axes_dims, theta, row.format, "method")
 
 
 def install_method(row: Method, adapter) -> None:
